@@ -1,0 +1,77 @@
+# delayer: build everything with `make`, test with `make test`.
+# Layout: lib/ -> $(BUILD)/libdelayer.a; tools/NAME.c -> $(BIN)/NAME;
+# tests/unit/test_X.c -> $(BUILD)/tests/test_X.
+
+VERSION   := 0.1.0
+PREFIX    ?= /usr/local
+BUILD     ?= build
+BIN       ?= bin
+CC        ?= cc
+OPT       ?= -O2
+CFLAGS    ?= $(OPT) -g
+WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CPPFLAGS  += -std=c11 -D_GNU_SOURCE -DDELAYER_VERSION='"$(VERSION)"' -Ilib
+LDLIBS    += -lcurl -lssl -lcrypto -lzmq -lm
+ifeq ($(SAN),1)
+CFLAGS    += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS   += -fsanitize=address,undefined
+endif
+
+LIB_SRC   := $(wildcard lib/*.c)
+LIB_OBJ   := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
+TOOL_SRC  := $(wildcard tools/*.c)
+TOOLS     := $(TOOL_SRC:tools/%.c=$(BIN)/%)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNITS     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+LIBA      := $(BUILD)/libdelayer.a
+
+.PHONY: all setup test check sanitize demo run clean install bench
+all: $(TOOLS) $(UNITS)
+
+$(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
+
+$(LIBA): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/%: tools/%.c $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/t.h $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
+
+# Installs system packages and pinned npm packages when missing (idempotent).
+setup:
+	@scripts/setup
+
+# Every test: C unit tests and shunit2 suites; ends with "N passed, N failed".
+test: setup all
+	@tests/run
+
+check: test
+
+# The same suites with AddressSanitizer + UndefinedBehaviorSanitizer.
+sanitize: setup
+	$(MAKE) SAN=1 BUILD=build-san BIN=build-san/bin OPT=-O1 all
+	@DELAYER_BIN=build-san/bin DELAYER_UNIT=build-san/tests tests/run
+
+# The main job: local stack, pipeline, demo schedules.
+demo run: setup all
+	@scripts/demo
+
+bench: setup all
+	@bench/run
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	for s in scripts/local-aws scripts/delayer-supervise; do [ -f $$s ] && install -m 0755 $$s $(DESTDIR)$(PREFIX)/bin/ || true; done
+	for m in docs/*.1; do [ -f $$m ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/ || true; done
+
+clean:
+	rm -rf build build-san bin

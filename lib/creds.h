@@ -1,0 +1,51 @@
+/* creds: AWS credentials, region and endpoints, resolved the way the AWS SDKs
+ * do it.
+ *
+ * Credentials chain (first that yields a key wins):
+ *   1. environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
+ *   2. shared files: AWS_SHARED_CREDENTIALS_FILE (default ~/.aws/credentials)
+ *      and AWS_CONFIG_FILE (default ~/.aws/config, "[profile NAME]" sections),
+ *      profile AWS_PROFILE (default "default")
+ *   3. container credentials: AWS_CONTAINER_CREDENTIALS_FULL_URI or
+ *      http://169.254.170.2 + AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, with
+ *      Authorization from AWS_CONTAINER_AUTHORIZATION_TOKEN or the contents of
+ *      AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (ECS, EKS Pod Identity)
+ *   4. EC2 instance metadata, IMDSv2 (token PUT, then role credentials),
+ *      unless AWS_EC2_METADATA_DISABLED=true
+ * Temporary credentials (3, 4) are refreshed 5 minutes before they expire.
+ * Secrets are never printed or logged; memory holding them is wiped on free. */
+#ifndef DELAYER_CREDS_H
+#define DELAYER_CREDS_H
+#include <stdint.h>
+#include <stddef.h>
+#include "buf.h"
+
+typedef struct {
+    char *access_key;
+    char *secret_key;
+    char *session_token;  /* NULL if none */
+    int64_t expires_ms;   /* 0 = does not expire */
+    const char *source;   /* "env", "profile", "container", "imds" (static string) */
+} aws_creds;
+
+typedef struct aws_credp aws_credp;
+
+aws_credp *aws_credp_new(void);
+/* Valid credentials (a borrowed pointer, valid until the next call),
+ * refreshing temporary ones that expire within 5 minutes.
+ * NULL with a one-line reason in err when no source yields credentials. */
+const aws_creds *aws_credp_get(aws_credp *cp, char *err, size_t errlen);
+void aws_credp_free(aws_credp *cp);
+
+/* Region: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's "region"
+ * in the config file. -1 (err set) if none. */
+int aws_region(buf_t *out, char *err, size_t errlen);
+
+/* Endpoint for a service ("dynamodb", "sqs", "sns"):
+ * AWS_ENDPOINT_URL_<SERVICE> (upper case), then AWS_ENDPOINT_URL, then
+ * https://<service>.<region>.amazonaws.com. No trailing slash. */
+int aws_endpoint(const char *service, const char *region, buf_t *out);
+
+/* 1 if the URL's host is loopback (127.0.0.0/8, ::1, localhost). */
+int aws_url_is_loopback(const char *url);
+#endif

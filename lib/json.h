@@ -1,0 +1,99 @@
+/* json: a strict JSON reader on top of jsmn, and a writer that always
+ * produces valid JSON.
+ *
+ * Reader: json_parse() tokenises one whole document (growing jsmn's token
+ * array as needed) and then validates what jsmn lets through (jsmn is not a
+ * validator: it accepts {"a":}, bare words, trailing commas, ...). Exactly
+ * one value per document; surrounding whitespace is allowed; anything else
+ * (a second value, garbage) is an error. Nesting deeper than JSON_MAX_DEPTH
+ * is refused. Strings are returned raw by jsmn; json_str() decodes every
+ * escape (\" \\ \/ \b \f \n \r \t \uXXXX with surrogate pairs) and refuses
+ * invalid UTF-8, lone surrogates and control characters.
+ *
+ * Errors: every function returning -1 leaves a one-line, human-readable
+ * reason in doc->err (e.g. "truncated JSON", "invalid JSON at byte 12",
+ * "invalid UTF-8 in string", "nesting deeper than 64").
+ *
+ * Writer: jw_* append to a buf_t and track commas. Strings are escaped so the
+ * output is valid JSON whatever the input bytes: invalid UTF-8 sequences
+ * become U+FFFD (use json_valid_utf8() first where that must be refused). */
+#ifndef DELAYER_JSON_H
+#define DELAYER_JSON_H
+#include <stddef.h>
+#include <stdint.h>
+#include "buf.h"
+
+#define JSON_MAX_DEPTH 64
+
+enum json_type { JSON_NONE = 0, JSON_OBJ, JSON_ARR, JSON_STR, JSON_NUM, JSON_TRUE, JSON_FALSE, JSON_NULL };
+
+typedef struct {
+    int type;     /* enum json_type */
+    int start;    /* byte offset of the value in src (for strings: after the quote) */
+    int end;      /* byte offset one past the value (for strings: the closing quote) */
+    int size;     /* objects: number of keys; arrays: number of elements */
+} json_tok;
+
+typedef struct {
+    const char *src;
+    size_t len;
+    json_tok *tok;
+    int ntok;
+    int cap;
+    char err[160];
+} json_doc;
+
+/* Parse src[0..len). 0 on success, -1 with doc->err. The doc keeps a pointer
+ * to src (not a copy): src must outlive the doc. json_free() releases tokens
+ * and may be called on a doc whose parse failed or that was zero-initialised. */
+int  json_parse(json_doc *doc, const char *src, size_t len);
+void json_free(json_doc *doc);
+
+/* Navigation. Token 0 is the root. Every function accepts t == -1 and
+ * returns -1 / JSON_NONE for it, so lookups can be chained. */
+int json_type(const json_doc *d, int t);
+int json_next(const json_doc *d, int t);              /* first token after t's subtree */
+int json_get(const json_doc *d, int obj, const char *key); /* value token or -1 */
+int json_at(const json_doc *d, int arr, int i);       /* i-th element or -1 */
+int json_size(const json_doc *d, int t);              /* keys / elements, 0 otherwise */
+/* Iterate an object's members: for (int k = json_first(d,o); k >= 0; k = json_after(d,o,k)) { v = k + 1 ... }
+ * For arrays the same pair yields element tokens. */
+int json_first(const json_doc *d, int t);
+int json_after(const json_doc *d, int parent, int cur);
+
+/* Values. Each returns 0, or -1 (wrong type / out of range / bad text) with d->err set. */
+int json_str(json_doc *d, int t, buf_t *out);          /* decoded string; out is reset first */
+int json_streq(const json_doc *d, int t, const char *s); /* 1 if t is a string equal to s (decoded) */
+int json_i64(json_doc *d, int t, int64_t *v);           /* integer number token, no fraction/exponent */
+int json_f64(json_doc *d, int t, double *v);
+int json_bool(json_doc *d, int t, int *v);
+/* The raw bytes of any value as it appears in src (for copying sub-documents). */
+const char *json_raw(const json_doc *d, int t, size_t *n);
+
+/* 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+int json_valid_utf8(const char *s, size_t n);
+
+/* Writer. */
+typedef struct {
+    buf_t *b;
+    int depth;
+    unsigned char need_comma[JSON_MAX_DEPTH + 1];
+    int after_key;
+} json_w;
+
+void jw_init(json_w *w, buf_t *b);
+void jw_obj(json_w *w);
+void jw_obj_end(json_w *w);
+void jw_arr(json_w *w);
+void jw_arr_end(json_w *w);
+void jw_key(json_w *w, const char *key);
+void jw_str(json_w *w, const char *s);
+void jw_strn(json_w *w, const char *s, size_t n);
+void jw_i64(json_w *w, int64_t v);
+void jw_f64(json_w *w, double v);
+void jw_bool(json_w *w, int v);
+void jw_null(json_w *w);
+void jw_raw(json_w *w, const char *json, size_t n);    /* an already-serialised value */
+/* Appends s[0..n) as a quoted, escaped JSON string. */
+void json_escape(buf_t *b, const char *s, size_t n);
+#endif
