@@ -13,7 +13,23 @@
  *   4. EC2 instance metadata, IMDSv2 (token PUT, then role credentials),
  *      unless AWS_EC2_METADATA_DISABLED=true
  * Temporary credentials (3, 4) are refreshed 5 minutes before they expire.
- * Secrets are never printed or logged; memory holding them is wiped on free. */
+ * Secrets are never printed or logged; memory holding them is wiped on free.
+ *
+ * Details (SDK behaviour):
+ *   - env: a key without AWS_SECRET_ACCESS_KEY falls through to the next source.
+ *   - files: the config file's values, overridden by the credentials file's.
+ *     A profile named by AWS_PROFILE that exists in neither file stops the
+ *     chain with an error. role_arn/sso/credential_process are not supported.
+ *   - container: http:// FULL_URI only to loopback, 169.254.170.2,
+ *     169.254.170.23 or [fd00:ec2::23]; anything else must be https. Timeouts
+ *     1 s connect / 2 s total, one retry (transport error or 5xx). When
+ *     configured, its failure ends the chain (IMDS is not tried).
+ *   - IMDS: endpoint AWS_EC2_METADATA_SERVICE_ENDPOINT (tests), else
+ *     http://169.254.169.254 ([fd00:ec2::254] when
+ *     AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6); 1 s timeouts, no retry.
+ *   - a failed refresh keeps still-valid credentials (and is retried no more
+ *     than every 10 s until they expire).
+ * An aws_credp is not thread-safe: one per thread, or a lock around it. */
 #ifndef DELAYER_CREDS_H
 #define DELAYER_CREDS_H
 #include <stdint.h>
@@ -36,16 +52,23 @@ aws_credp *aws_credp_new(void);
  * NULL with a one-line reason in err when no source yields credentials. */
 const aws_creds *aws_credp_get(aws_credp *cp, char *err, size_t errlen);
 void aws_credp_free(aws_credp *cp);
+/* Added: forget the cached credentials (e.g. after an ExpiredToken reply);
+ * the next aws_credp_get resolves the chain again. */
+void aws_credp_invalidate(aws_credp *cp);
 
 /* Region: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's "region"
- * in the config file. -1 (err set) if none. */
+ * in the config file. -1 (err set) if none or not [A-Za-z0-9-]. out is replaced. */
 int aws_region(buf_t *out, char *err, size_t errlen);
 
 /* Endpoint for a service ("dynamodb", "sqs", "sns"):
  * AWS_ENDPOINT_URL_<SERVICE> (upper case), then AWS_ENDPOINT_URL, then
- * https://<service>.<region>.amazonaws.com. No trailing slash. */
+ * https://<service>.<region>.amazonaws.com (.amazonaws.com.cn for cn-*).
+ * No trailing slash. The env values are ignored when
+ * AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true. out is replaced; -1 if service
+ * is empty, or no env value and region is empty/invalid. */
 int aws_endpoint(const char *service, const char *region, buf_t *out);
 
-/* 1 if the URL's host is loopback (127.0.0.0/8, ::1, localhost). */
+/* 1 if the URL's host is loopback (127.0.0.0/8, ::1, ::ffff:127.x, localhost).
+ * The host must be exactly that: "127.0.0.1.evil.com" is not. */
 int aws_url_is_loopback(const char *url);
 #endif

@@ -1,0 +1,735 @@
+/* test_creds: the credentials chain, region, endpoints and loopback check.
+ * Container and IMDS credentials are served by a tiny HTTP server forked by
+ * the test on 127.0.0.1 (port 0); it logs each request it answers, and
+ * whether the header it expected was there, to a pipe. Files live in a
+ * temporary directory (HOME points there too, so ~/.aws is never the real one). */
+#include "t.h"
+#include "creds.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- temp dir and environment ---- */
+
+static char tmp_root[64];
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(p);
+}
+
+static void tmp_cleanup(void)
+{
+    if (tmp_root[0]) nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *tmpdir(void)
+{
+    if (!tmp_root[0]) {
+        snprintf(tmp_root, sizeof tmp_root, "/tmp/test_creds.XXXXXX");
+        if (!mkdtemp(tmp_root)) {
+            perror("mkdtemp");
+            exit(2);
+        }
+        atexit(tmp_cleanup);
+    }
+    return tmp_root;
+}
+
+static const char *tpath(const char *name)
+{
+    static char p[8][256];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(p[k], sizeof p[k], "%s/%s", tmpdir(), name);
+    return p[k];
+}
+
+static void write_file(const char *name, const char *text)
+{
+    FILE *f = fopen(tpath(name), "w");
+    if (!f) {
+        perror(name);
+        exit(2);
+    }
+    fputs(text, f);
+    fclose(f);
+}
+
+static void clear_env(void)
+{
+    static const char *vars[] = {
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT", "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+        "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS",
+        "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_MY_SERVICE",
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_DEFAULT_PROFILE",
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
+    setenv("HOME", tmpdir(), 1);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", tpath("no-credentials"), 1);
+    setenv("AWS_CONFIG_FILE", tpath("no-config"), 1);
+    setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
+}
+
+/* ---- the test HTTP server ---- */
+
+typedef struct {
+    const char *method, *path;
+    int status;
+    const char *body;
+    const char *need;   /* "Name: value" the request must carry, or NULL */
+} route;
+
+typedef struct {
+    pid_t pid;
+    int port;
+    int logfd;
+} srv;
+
+static int has_header(const char *req, const char *need)
+{
+    const char *colon = strchr(need, ':');
+    size_t nl = (size_t)(colon - need);
+    const char *want = colon + 1;
+    while (*want == ' ') want++;
+    const char *p = strstr(req, "\r\n");
+    while (p && p[2] && !(p[2] == '\r' && p[3] == '\n')) {
+        const char *line = p + 2, *e = strstr(line, "\r\n");
+        if (!e) break;
+        if ((size_t)(e - line) > nl && line[nl] == ':' && !strncasecmp(line, need, nl)) {
+            const char *v = line + nl + 1;
+            while (*v == ' ') v++;
+            if ((size_t)(e - v) == strlen(want) && !strncmp(v, want, strlen(want))) return 1;
+            return 0;
+        }
+        p = e;
+    }
+    return 0;
+}
+
+static void serve(int ls, const route *routes, int nroutes, int nreq, int logfd)
+{
+    alarm(20);
+    for (int k = 0; k < nreq; k++) {
+        int c = accept(ls, NULL, NULL);
+        if (c < 0) _exit(1);
+        char req[16384];
+        size_t n = 0;
+        while (n < sizeof req - 1) {
+            ssize_t r = read(c, req + n, sizeof req - 1 - n);
+            if (r <= 0) break;
+            n += (size_t)r;
+            req[n] = '\0';
+            if (strstr(req, "\r\n\r\n")) break;
+        }
+        req[n] = '\0';
+        char method[16] = "", path[512] = "";
+        sscanf(req, "%15s %511s", method, path);
+        const route *rt = NULL;
+        for (int i = 0; i < nroutes; i++)
+            if (!strcmp(routes[i].method, method) && !strcmp(routes[i].path, path)) { rt = &routes[i]; break; }
+        char line[700];
+        int len = snprintf(line, sizeof line, "%s %s hdr=%s\n", method, path,
+                           !rt || !rt->need ? "none" : has_header(req, rt->need) ? "ok" : "bad");
+        if (write(logfd, line, (size_t)len) < 0) _exit(1);  /* logged before the reply: no race */
+        int st = rt ? rt->status : 404;
+        const char *body = rt ? rt->body : "not found";
+        char head[256];
+        int hl = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                          "Connection: close\r\n\r\n", st, strlen(body));
+        if (write(c, head, (size_t)hl) < 0 || write(c, body, strlen(body)) < 0) {}
+        shutdown(c, SHUT_WR);
+        while (read(c, req, sizeof req) > 0) {}
+        close(c);
+    }
+    _exit(0);
+}
+
+static int srv_start(srv *s, const route *routes, int nroutes, int nreq)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t al = sizeof a;
+    int pfd[2];
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || getsockname(ls, (struct sockaddr *)&a, &al) < 0 ||
+        listen(ls, 16) < 0 || pipe(pfd) < 0) {
+        perror("test server");
+        return -1;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        close(pfd[0]);
+        serve(ls, routes, nroutes, nreq, pfd[1]);
+    }
+    close(ls);
+    close(pfd[1]);
+    s->pid = pid;
+    s->port = ntohs(a.sin_port);
+    s->logfd = pfd[0];
+    return 0;
+}
+
+/* Stops the server; its log (one line per request answered) into log. */
+static int srv_stop(srv *s, char *log, size_t loglen)
+{
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    size_t n = 0;
+    ssize_t r;
+    while (n < loglen - 1 && (r = read(s->logfd, log + n, loglen - 1 - n)) > 0) n += (size_t)r;
+    log[n] = '\0';
+    close(s->logfd);
+    int lines = 0;
+    for (size_t i = 0; i < n; i++) lines += log[i] == '\n';
+    return lines;
+}
+
+static void set_url(const char *var, const srv *s, const char *path)
+{
+    char u[128];
+    snprintf(u, sizeof u, "http://127.0.0.1:%d%s", s->port, path);
+    setenv(var, u, 1);
+}
+
+static void iso_time(time_t t, char out[32])
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- env and files ---- */
+
+static void env_chain(void)
+{
+    clear_env();
+    setenv("AWS_ACCESS_KEY_ID", "AKENV", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "SKENV", 1);
+    setenv("AWS_SESSION_TOKEN", "TKENV", 1);
+    char err[512];
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->source, "env");
+        CHECK_STR(c->access_key, "AKENV");
+        CHECK_STR(c->secret_key, "SKENV");
+        CHECK_STR(c->session_token, "TKENV");
+        CHECK_INT(c->expires_ms, 0);
+    }
+    aws_credp_free(cp);
+
+    unsetenv("AWS_SESSION_TOKEN");
+    cp = aws_credp_new();
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && c->session_token == NULL);
+    /* cached: a second get gives the same */
+    CHECK(aws_credp_get(cp, err, sizeof err) == c);
+    aws_credp_free(cp);
+}
+
+static void env_without_secret_falls_through(void)
+{
+    clear_env();
+    setenv("AWS_ACCESS_KEY_ID", "AKENV", 1);
+    char err[1024];
+    aws_credp *cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "AWS_SECRET_ACCESS_KEY missing") != NULL);
+    CHECK(strstr(err, "imds: AWS_EC2_METADATA_DISABLED") != NULL);
+    CHECK(strchr(err, '\n') == NULL);
+    aws_credp_free(cp);
+
+    write_file("c1", "[default]\naws_access_key_id = AKFILE\naws_secret_access_key = SKFILE\n");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", tpath("c1"), 1);
+    cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->source, "profile"));
+    if (c) CHECK_STR(c->access_key, "AKFILE");
+    aws_credp_free(cp);
+}
+
+static void profile_default_file(void)
+{
+    clear_env();
+    write_file("c2",
+               "# comment\n"
+               "; another\n"
+               "[other]\n"
+               "aws_access_key_id=AKOTHER\n"
+               "aws_secret_access_key=SKOTHER\n"
+               "\n"
+               "  [ default ]  \n"
+               "  aws_access_key_id   =   AKDEF   \n"
+               "\taws_secret_access_key\t=\tSK/DEF+x  # inline comment\n"
+               "aws_session_token = TKDEF\n"
+               "s3 =\n"
+               "  max_concurrent_requests = 10\n");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", tpath("c2"), 1);
+    char err[1024];
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->source, "profile");
+        CHECK_STR(c->access_key, "AKDEF");
+        CHECK_STR(c->secret_key, "SK/DEF+x");
+        CHECK_STR(c->session_token, "TKDEF");
+    }
+    aws_credp_free(cp);
+
+    /* ~ expansion with HOME */
+    mkdir(tpath(".aws"), 0700);
+    write_file(".aws/credentials", "[default]\naws_access_key_id=AKHOME\naws_secret_access_key=SKHOME\n");
+    unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+    cp = aws_credp_new();
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "AKHOME"));
+    aws_credp_free(cp);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials", 1);
+    cp = aws_credp_new();
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "AKHOME"));
+    aws_credp_free(cp);
+    remove(tpath(".aws/credentials"));
+}
+
+static void profile_selected_and_config(void)
+{
+    clear_env();
+    write_file("c3", "[default]\naws_access_key_id=AKDEF\naws_secret_access_key=SKDEF\n"
+                     "[work]\naws_access_key_id=AKWORK\naws_secret_access_key=SKWORK\n");
+    write_file("f3", "[default]\nregion = eu-west-1\n"
+                     "[profile work]\nregion = us-west-2\n"
+                     "[profile x]\n; keys in the config file\naws_access_key_id = AKX\n"
+                     "aws_secret_access_key = SKX\nregion=ap-south-1\n"
+                     "[x]\naws_access_key_id = NOTTHIS\n");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", tpath("c3"), 1);
+    setenv("AWS_CONFIG_FILE", tpath("f3"), 1);
+    char err[1024];
+    buf_t r = BUF_INIT;
+
+    setenv("AWS_PROFILE", "work", 1);
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "AKWORK") && !strcmp(c->secret_key, "SKWORK"));
+    aws_credp_free(cp);
+    CHECK_INT(aws_region(&r, err, sizeof err), 0);
+    CHECK_STR(buf_str(&r), "us-west-2");
+
+    setenv("AWS_PROFILE", "x", 1);
+    cp = aws_credp_new();
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->access_key, "AKX");
+        CHECK_STR(c->secret_key, "SKX");
+        CHECK(c->session_token == NULL);
+    }
+    aws_credp_free(cp);
+    CHECK_INT(aws_region(&r, err, sizeof err), 0);
+    CHECK_STR(buf_str(&r), "ap-south-1");
+
+    unsetenv("AWS_PROFILE");
+    CHECK_INT(aws_region(&r, err, sizeof err), 0);
+    CHECK_STR(buf_str(&r), "eu-west-1");
+
+    /* the credentials file wins over the config file for the same profile */
+    write_file("c3b", "[x]\naws_access_key_id=AKXC\naws_secret_access_key=SKXC\n");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", tpath("c3b"), 1);
+    setenv("AWS_PROFILE", "x", 1);
+    cp = aws_credp_new();
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "AKXC") && !strcmp(c->secret_key, "SKXC"));
+    aws_credp_free(cp);
+
+    /* an explicit profile that exists nowhere stops the chain */
+    setenv("AWS_PROFILE", "nosuch", 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "\"nosuch\"") != NULL);
+    CHECK(strstr(err, "imds") == NULL);
+    aws_credp_free(cp);
+    buf_free(&r);
+}
+
+static void profile_partial_and_unsupported(void)
+{
+    clear_env();
+    write_file("f5", "[profile default]\nregion = eu-west-3\n"
+                     "[profile role]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = default\n");
+    setenv("AWS_CONFIG_FILE", tpath("f5"), 1);
+    char err[1024] = "";
+    buf_t r = BUF_INIT;
+    CHECK_INT(aws_region(&r, err, sizeof err), 0);
+    CHECK_STR(buf_str(&r), "eu-west-3");
+    aws_credp *cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "profile \"default\": no aws_access_key_id") != NULL);
+    aws_credp_free(cp);
+    setenv("AWS_PROFILE", "role", 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "not supported") != NULL);
+    aws_credp_free(cp);
+    buf_free(&r);
+}
+
+static void region_order(void)
+{
+    clear_env();
+    write_file("f4", "[default]\nregion = sa-east-1\n");
+    setenv("AWS_CONFIG_FILE", tpath("f4"), 1);
+    buf_t r = BUF_INIT;
+    char err[512];
+    setenv("AWS_REGION", "eu-central-1", 1);
+    setenv("AWS_DEFAULT_REGION", "eu-north-1", 1);
+    CHECK_INT(aws_region(&r, err, sizeof err), 0);
+    CHECK_STR(buf_str(&r), "eu-central-1");
+    unsetenv("AWS_REGION");
+    CHECK_INT(aws_region(&r, err, sizeof err), 0);
+    CHECK_STR(buf_str(&r), "eu-north-1");
+    unsetenv("AWS_DEFAULT_REGION");
+    CHECK_INT(aws_region(&r, err, sizeof err), 0);
+    CHECK_STR(buf_str(&r), "sa-east-1");
+    setenv("AWS_CONFIG_FILE", tpath("no-config"), 1);
+    CHECK_INT(aws_region(&r, err, sizeof err), -1);
+    CHECK(strstr(err, "AWS_REGION") != NULL);
+    setenv("AWS_REGION", "us-east-1/../x", 1);
+    CHECK_INT(aws_region(&r, err, sizeof err), -1);
+    buf_free(&r);
+}
+
+static void endpoint_order(void)
+{
+    clear_env();
+    buf_t e = BUF_INIT;
+    CHECK_INT(aws_endpoint("sqs", "eu-west-1", &e), 0);
+    CHECK_STR(buf_str(&e), "https://sqs.eu-west-1.amazonaws.com");
+    CHECK_INT(aws_endpoint("dynamodb", "cn-north-1", &e), 0);
+    CHECK_STR(buf_str(&e), "https://dynamodb.cn-north-1.amazonaws.com.cn");
+    setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566/", 1);
+    CHECK_INT(aws_endpoint("sqs", "eu-west-1", &e), 0);
+    CHECK_STR(buf_str(&e), "http://127.0.0.1:4566");
+    setenv("AWS_ENDPOINT_URL_SQS", "http://localhost:9324//", 1);
+    CHECK_INT(aws_endpoint("sqs", "eu-west-1", &e), 0);
+    CHECK_STR(buf_str(&e), "http://localhost:9324");
+    CHECK_INT(aws_endpoint("sns", "eu-west-1", &e), 0);
+    CHECK_STR(buf_str(&e), "http://127.0.0.1:4566");
+    setenv("AWS_ENDPOINT_URL_MY_SERVICE", "http://127.0.0.1:1", 1);
+    CHECK_INT(aws_endpoint("my-service", "eu-west-1", &e), 0);
+    CHECK_STR(buf_str(&e), "http://127.0.0.1:1");
+    setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true", 1);
+    CHECK_INT(aws_endpoint("sqs", "eu-west-1", &e), 0);
+    CHECK_STR(buf_str(&e), "https://sqs.eu-west-1.amazonaws.com");
+    CHECK_INT(aws_endpoint("sqs", "", &e), -1);
+    CHECK_INT(aws_endpoint("", "eu-west-1", &e), -1);
+    buf_free(&e);
+}
+
+static void loopback_detection(void)
+{
+    CHECK_INT(aws_url_is_loopback("http://127.0.0.1:4566"), 1);
+    CHECK_INT(aws_url_is_loopback("http://127.0.0.1"), 1);
+    CHECK_INT(aws_url_is_loopback("http://127.5.5.5/x"), 1);
+    CHECK_INT(aws_url_is_loopback("http://localhost:9324/"), 1);
+    CHECK_INT(aws_url_is_loopback("http://LOCALHOST"), 1);
+    CHECK_INT(aws_url_is_loopback("http://[::1]:8000/"), 1);
+    CHECK_INT(aws_url_is_loopback("http://[::ffff:127.0.0.1]/"), 1);
+    CHECK_INT(aws_url_is_loopback("http://user:pw@127.0.0.1:1/"), 1);
+    CHECK_INT(aws_url_is_loopback("http://10.0.0.1"), 0);
+    CHECK_INT(aws_url_is_loopback("http://127.0.0.1.evil.com/"), 0);
+    CHECK_INT(aws_url_is_loopback("http://localhost.evil.com/"), 0);
+    CHECK_INT(aws_url_is_loopback("http://evil.com/127.0.0.1"), 0);
+    CHECK_INT(aws_url_is_loopback("http://127.0.0.1@evil.com/"), 0);
+    CHECK_INT(aws_url_is_loopback("http://127.0.0.1:80x/"), 0);
+    CHECK_INT(aws_url_is_loopback("http://[::2]/"), 0);
+    CHECK_INT(aws_url_is_loopback("https://sqs.eu-west-1.amazonaws.com"), 0);
+    CHECK_INT(aws_url_is_loopback(""), 0);
+    CHECK_INT(aws_url_is_loopback(NULL), 0);
+}
+
+/* ---- container ---- */
+
+static void container_refresh_with_token_file(void)
+{
+    clear_env();
+    char exp[32], body[512];
+    time_t soon = time(NULL) + 120; /* inside the 5-minute window: every get refreshes */
+    iso_time(soon, exp);
+    snprintf(body, sizeof body,
+             "{\"AccessKeyId\":\"AKCONT\",\"SecretAccessKey\":\"SK\\/CONT\",\"Token\":\"TKCONT\","
+             "\"Expiration\":\"%s\",\"RoleArn\":\"arn:aws:iam::1:role/x\",\"Extra\":{\"a\":[1,2,{\"b\":null}]}}", exp);
+    route rt[] = { { "GET", "/creds", 200, body, "Authorization: tok-12345" } };
+    srv s;
+    if (srv_start(&s, rt, 1, 5) < 0) { CHECK(0); return; }
+    write_file("tokfile", "tok-12345\n");
+    set_url("AWS_CONTAINER_CREDENTIALS_FULL_URI", &s, "/creds");
+    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", tpath("tokfile"), 1);
+    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "not-this-one", 1);
+    char err[1024] = "";
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->source, "container");
+        CHECK_STR(c->access_key, "AKCONT");
+        CHECK_STR(c->secret_key, "SK/CONT");
+        CHECK_STR(c->session_token, "TKCONT");
+        CHECK_INT(c->expires_ms, (long long)soon * 1000);
+    }
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "AKCONT"));
+    aws_credp_free(cp);
+    char log[2048];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 2);
+    CHECK_STR(log, "GET /creds hdr=ok\nGET /creds hdr=ok\n");
+}
+
+static void container_cached_until_window(void)
+{
+    clear_env();
+    char exp[32], body[512];
+    iso_time(time(NULL) + 3600, exp);
+    snprintf(body, sizeof body, "{ \"AccessKeyId\" : \"AKC\", \"SecretAccessKey\" : \"SKC\", \"Token\" : \"TK\\u002bC\\\"\", "
+             "\"Expiration\" : \"%s\" }", exp);
+    route rt[] = { { "GET", "/v2/creds", 200, body, "Authorization: envtoken" } };
+    srv s;
+    if (srv_start(&s, rt, 1, 5) < 0) { CHECK(0); return; }
+    set_url("AWS_CONTAINER_CREDENTIALS_FULL_URI", &s, "/v2/creds");
+    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "envtoken", 1);
+    char err[1024] = "";
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->secret_key, "SKC"));
+    if (c) CHECK_STR(c->session_token, "TK+C\"");
+    c = aws_credp_get(cp, err, sizeof err);
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->secret_key, "SKC"));
+    /* invalidate forces a new request */
+    aws_credp_invalidate(cp);
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->secret_key, "SKC"));
+    aws_credp_free(cp);
+    char log[2048];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 2);
+    CHECK_STR(log, "GET /v2/creds hdr=ok\nGET /v2/creds hdr=ok\n");
+}
+
+static void container_refused_urls(void)
+{
+    static const char *bad[] = {
+        "http://10.0.0.1/creds", "http://127.0.0.1.evil.com/creds", "http://169.254.169.254/x",
+        "ftp://127.0.0.1/creds", "file:///etc/passwd",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        clear_env();
+        setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", bad[i], 1);
+        char err[1024] = "";
+        aws_credp *cp = aws_credp_new();
+        CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+        CHECK(strstr(err, "must be https") != NULL);
+        aws_credp_free(cp);
+    }
+}
+
+static void container_retry_once_then_error(void)
+{
+    clear_env();
+    route rt[] = { { "GET", "/creds", 500, "{\"SecretAccessKey\":\"SK-IN-500-BODY\"}", NULL } };
+    srv s;
+    if (srv_start(&s, rt, 1, 5) < 0) { CHECK(0); return; }
+    set_url("AWS_CONTAINER_CREDENTIALS_FULL_URI", &s, "/creds");
+    setenv("AWS_EC2_METADATA_DISABLED", "false", 1);
+    setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1", 1);
+    char err[1024] = "";
+    aws_credp *cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "container: HTTP 500") != NULL);
+    CHECK(strstr(err, "SK-IN-500-BODY") == NULL);
+    CHECK(strstr(err, "imds") == NULL);  /* a configured container source is final */
+    aws_credp_free(cp);
+    char log[2048];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 2);
+
+    /* nothing listening: a transport error, reported */
+    clear_env();
+    setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/creds", 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "container: ") != NULL);
+    aws_credp_free(cp);
+
+    /* a token file that cannot be read */
+    clear_env();
+    setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/creds", 1);
+    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", tpath("no-token-file"), 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") != NULL);
+    aws_credp_free(cp);
+}
+
+/* ---- IMDS ---- */
+
+static void imds_v2_flow(void)
+{
+    clear_env();
+    char exp[32], body[512];
+    iso_time(time(NULL) + 6 * 3600, exp);
+    snprintf(body, sizeof body,
+             "{\n  \"Code\" : \"Success\",\n  \"LastUpdated\" : \"2024-01-01T00:00:00Z\",\n  \"Type\" : \"AWS-HMAC\",\n"
+             "  \"AccessKeyId\" : \"ASIAIMDS\",\n  \"SecretAccessKey\" : \"SKIMDS\",\n  \"Token\" : \"TKIMDS\",\n"
+             "  \"Expiration\" : \"%s\"\n}", exp);
+    route rt[] = {
+        { "PUT", "/latest/api/token", 200, "IMDSTOKEN-abc==", "X-aws-ec2-metadata-token-ttl-seconds: 21600" },
+        { "GET", "/latest/meta-data/iam/security-credentials/", 200, "my-role\n",
+          "X-aws-ec2-metadata-token: IMDSTOKEN-abc==" },
+        { "GET", "/latest/meta-data/iam/security-credentials/my-role", 200, body,
+          "X-aws-ec2-metadata-token: IMDSTOKEN-abc==" },
+    };
+    srv s;
+    if (srv_start(&s, rt, 3, 6) < 0) { CHECK(0); return; }
+    setenv("AWS_EC2_METADATA_DISABLED", "false", 1);
+    set_url("AWS_EC2_METADATA_SERVICE_ENDPOINT", &s, "/");
+    char err[1024] = "";
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->source, "imds");
+        CHECK_STR(c->access_key, "ASIAIMDS");
+        CHECK_STR(c->secret_key, "SKIMDS");
+        CHECK_STR(c->session_token, "TKIMDS");
+        CHECK(c->expires_ms > (long long)time(NULL) * 1000 + 5 * 3600 * 1000LL);
+    }
+    CHECK(aws_credp_get(cp, err, sizeof err) == c);  /* far from expiry: cached */
+    aws_credp_free(cp);
+    char log[2048];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 3);
+    CHECK_STR(log, "PUT /latest/api/token hdr=ok\n"
+                   "GET /latest/meta-data/iam/security-credentials/ hdr=ok\n"
+                   "GET /latest/meta-data/iam/security-credentials/my-role hdr=ok\n");
+}
+
+static void imds_disabled_or_absent(void)
+{
+    clear_env();
+    char err[1024] = "";
+    aws_credp *cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "imds: AWS_EC2_METADATA_DISABLED=true") != NULL);
+    aws_credp_free(cp);
+
+    setenv("AWS_EC2_METADATA_DISABLED", "false", 1);
+    setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1", 1);
+    time_t t0 = time(NULL);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "imds: no instance metadata service") != NULL);
+    CHECK(time(NULL) - t0 <= 2);
+    aws_credp_free(cp);
+
+    /* a role-less instance */
+    route rt[] = {
+        { "PUT", "/latest/api/token", 200, "T", NULL },
+        { "GET", "/latest/meta-data/iam/security-credentials/", 404, "", NULL },
+    };
+    srv s;
+    if (srv_start(&s, rt, 2, 4) < 0) { CHECK(0); return; }
+    set_url("AWS_EC2_METADATA_SERVICE_ENDPOINT", &s, "");
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "no IAM role") != NULL);
+    aws_credp_free(cp);
+    char log[1024];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 2);
+}
+
+/* ---- secrets never in errors ---- */
+
+static void secrets_not_in_errors(void)
+{
+    static const char *secrets[] = {
+        "SECRET-ENV-TOKEN", "SECRET-PROFILE-SK", "SECRET-TOKEN-FILE", "SECRET-CONT-SK", "SECRET-CONT-TK",
+        "SECRET-IMDS-SK", "SECRET-IMDS-TOKEN",
+    };
+    char err[4096] = "";
+
+    /* 1: env key without secret (a token set), a profile with a secret but no key id,
+     *    a container reply lacking AccessKeyId. */
+    clear_env();
+    setenv("AWS_ACCESS_KEY_ID", "AKPUBLIC", 1);
+    setenv("AWS_SESSION_TOKEN", "SECRET-ENV-TOKEN", 1);
+    write_file("c9", "[default]\naws_secret_access_key = SECRET-PROFILE-SK\n");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", tpath("c9"), 1);
+    write_file("tok9", "SECRET-TOKEN-FILE\r\n");
+    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", tpath("tok9"), 1);
+    route rt[] = { { "GET", "/c", 200, "{\"SecretAccessKey\":\"SECRET-CONT-SK\",\"Token\":\"SECRET-CONT-TK\"}",
+                     "Authorization: SECRET-TOKEN-FILE" } };
+    srv s;
+    if (srv_start(&s, rt, 1, 4) < 0) { CHECK(0); return; }
+    set_url("AWS_CONTAINER_CREDENTIALS_FULL_URI", &s, "/c");
+    aws_credp *cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "aws_access_key_id missing") != NULL);
+    CHECK(strstr(err, "lacks AccessKeyId") != NULL);
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) CHECK(strstr(err, secrets[i]) == NULL);
+    aws_credp_free(cp);
+    char log[1024];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 1);
+    CHECK_STR(log, "GET /c hdr=ok\n");  /* the token file's trailing CR LF was dropped */
+
+    /* 2: IMDS replies with an error Code, a bad JSON, and a bad Expiration */
+    static const char *bodies[] = {
+        "{\"Code\":\"Failure\",\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET-IMDS-SK\"}",
+        "{\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET-IMDS-SK\"",
+        "{\"AccessKeyId\":\"AK\",\"SecretAccessKey\":\"SECRET-IMDS-SK\",\"Expiration\":\"soon\"}",
+    };
+    static const char *why[] = { "Code", "not a JSON object", "Expiration" };
+    for (int i = 0; i < 3; i++) {
+        clear_env();
+        route ri[] = {
+            { "PUT", "/latest/api/token", 200, "SECRET-IMDS-TOKEN", NULL },
+            { "GET", "/latest/meta-data/iam/security-credentials/", 200, "r", NULL },
+            { "GET", "/latest/meta-data/iam/security-credentials/r", 200, bodies[i], NULL },
+        };
+        if (srv_start(&s, ri, 3, 3) < 0) { CHECK(0); return; }
+        setenv("AWS_EC2_METADATA_DISABLED", "false", 1);
+        set_url("AWS_EC2_METADATA_SERVICE_ENDPOINT", &s, "");
+        cp = aws_credp_new();
+        CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+        CHECK(strstr(err, why[i]) != NULL);
+        for (size_t k = 0; k < sizeof secrets / sizeof secrets[0]; k++) CHECK(strstr(err, secrets[k]) == NULL);
+        aws_credp_free(cp);
+        CHECK_INT(srv_stop(&s, log, sizeof log), 3);
+    }
+}
+
+T_MAIN(T(env_chain), T(env_without_secret_falls_through), T(profile_default_file), T(profile_selected_and_config),
+       T(profile_partial_and_unsupported), T(region_order), T(endpoint_order), T(loopback_detection), T(container_refresh_with_token_file),
+       T(container_cached_until_window), T(container_refused_urls), T(container_retry_once_then_error),
+       T(imds_v2_flow), T(imds_disabled_or_absent), T(secrets_not_in_errors))
