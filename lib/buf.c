@@ -69,6 +69,7 @@ void buf_addc(buf_t *b, char c) { buf_add(b, &c, 1); }
 
 void buf_vprintf(buf_t *b, const char *fmt, va_list ap)
 {
+    if (!fmt) return; /* also silences a gcc 12 -Wformat-truncation false positive under UBSan */
     va_list cp;
     va_copy(cp, ap);
     int n = vsnprintf(NULL, 0, fmt, cp);
