@@ -31,7 +31,9 @@ typedef struct {
     int type;     /* enum json_type */
     int start;    /* byte offset of the value in src (for strings: after the quote) */
     int end;      /* byte offset one past the value (for strings: the closing quote) */
-    int size;     /* objects: number of keys; arrays: number of elements */
+    int size;     /* objects: number of keys; arrays: number of elements; else 0
+                   * (an object key is a JSON_STR token with size 0; its value
+                   * is the next token) */
 } json_tok;
 
 typedef struct {
@@ -44,15 +46,20 @@ typedef struct {
 } json_doc;
 
 /* Parse src[0..len). 0 on success, -1 with doc->err. The doc keeps a pointer
- * to src (not a copy): src must outlive the doc. json_free() releases tokens
- * and may be called on a doc whose parse failed or that was zero-initialised. */
+ * to src (not a copy): src must outlive the doc. src need not be
+ * NUL-terminated. json_parse() initialises *doc itself (an uninitialised doc
+ * is fine; json_free() a parsed doc before parsing into it again).
+ * json_free() releases tokens and may be called on a doc whose parse failed
+ * or that was zero-initialised. */
 int  json_parse(json_doc *doc, const char *src, size_t len);
 void json_free(json_doc *doc);
 
 /* Navigation. Token 0 is the root. Every function accepts t == -1 and
  * returns -1 / JSON_NONE for it, so lookups can be chained. */
 int json_type(const json_doc *d, int t);
-int json_next(const json_doc *d, int t);              /* first token after t's subtree */
+int json_next(const json_doc *d, int t);              /* first token after t's subtree;
+                                                       * -1 when the subtree ends the document.
+                                                       * For a key, its subtree is the key alone. */
 int json_get(const json_doc *d, int obj, const char *key); /* value token or -1 */
 int json_at(const json_doc *d, int arr, int i);       /* i-th element or -1 */
 int json_size(const json_doc *d, int t);              /* keys / elements, 0 otherwise */
@@ -62,7 +69,8 @@ int json_first(const json_doc *d, int t);
 int json_after(const json_doc *d, int parent, int cur);
 
 /* Values. Each returns 0, or -1 (wrong type / out of range / bad text) with d->err set. */
-int json_str(json_doc *d, int t, buf_t *out);          /* decoded string; out is reset first */
+int json_str(json_doc *d, int t, buf_t *out);          /* decoded string; out is reset first.
+                                                        * \u0000 decodes to a NUL byte (counted in out->len) */
 int json_streq(const json_doc *d, int t, const char *s); /* 1 if t is a string equal to s (decoded) */
 int json_i64(json_doc *d, int t, int64_t *v);           /* integer number token, no fraction/exponent */
 int json_f64(json_doc *d, int t, double *v);
@@ -72,6 +80,13 @@ const char *json_raw(const json_doc *d, int t, size_t *n);
 
 /* 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 int json_valid_utf8(const char *s, size_t n);
+/* 1 if s[0..n) is exactly one RFC 8259 number (no '+', leading zeros, '.5', NaN). */
+int json_valid_number(const char *s, size_t n);
+/* Strict integer text ("-"? digits, no leading zeros) -> *v. 0, -1 not an
+ * integer, -2 out of int64 range. */
+int json_parse_i64(const char *s, size_t n, int64_t *v);
+/* Sets d->err (printf-style, one line: control characters become '?'). */
+void json_seterr(json_doc *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Writer. */
 typedef struct {
@@ -82,6 +97,7 @@ typedef struct {
 } json_w;
 
 void jw_init(json_w *w, buf_t *b);
+/* Opening more than JSON_MAX_DEPTH levels is a programming error: abort(). */
 void jw_obj(json_w *w);
 void jw_obj_end(json_w *w);
 void jw_arr(json_w *w);
