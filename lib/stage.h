@@ -1,0 +1,98 @@
+/* stage: what every pipeline stage tool shares, so the five tools parse,
+ * log, signal and exit alike.
+ *
+ *   int main(int argc, char **argv) {
+ *       static const stage_opt opts[] = {
+ *           {"tick", "DURATION", "time between two scans [1s]"},
+ *           {"once", NULL, "one pass, then exit"},
+ *           {NULL, NULL, NULL}};
+ *       static const stage_spec spec = {"ddb-scan-due", "Claims due schedules.", 0, 1, opts, NULL};
+ *       stage_opts o;
+ *       int rc = stage_init(argc, argv, &spec, &o);
+ *       if (rc != STAGE_RUN) return rc;
+ *       zpipe_out *out;
+ *       if ((rc = stage_open(&o, NULL, &out)) != 0) return rc;
+ *       ...connect to AWS...; stage_ready(&o);
+ *       while (!stage_should_stop()) { ... }
+ *       zpipe_out_close(out);
+ *       return STAGE_EXIT_OK;
+ *   }
+ *
+ * Common options (each tool's --help lists its own first, then these):
+ *   --in EP, --out EP   endpoints, see zpipe.h (only when the stage has that side)
+ *   --hwm N             ZeroMQ high-water mark
+ *   --log-level L       debug|info|warn|error|off (else DELAYER_LOG_LEVEL, else info)
+ *   --ready-fd N        readiness notification, s6 style: once ready the tool
+ *                       writes "\n" to fd N and closes it (the supervisor waits
+ *                       for that)
+ *   --metrics ADDR      accepted and kept in stage_opts.metrics; served from
+ *                       issue 7 on (Prometheus text, /healthz, /readyz)
+ *   -h, --help, --version
+ * Options are GNU-style long options: "--name value" or "--name=value"; "--"
+ * ends them. Anything else is a usage error.
+ *
+ * Signals: SIGTERM and SIGINT request a graceful stop (zpipe_interrupt: every
+ * zpipe wait returns ZPIPE_INTR at once, stage_should_stop() turns true); the
+ * handler is reset after the first one, so a second signal ends the process
+ * the hard way (a stage stuck in its shutdown can still be interrupted from a
+ * terminal). SIGPIPE is ignored: a vanished stdout reader is an EPIPE error
+ * the stage handles, not a silent death. */
+#ifndef DELAYER_STAGE_H
+#define DELAYER_STAGE_H
+#include "zpipe.h"
+
+/* Exit status, the same for every tool. The supervisor restarts an instance
+ * after any exit except 100. */
+enum {
+    STAGE_EXIT_OK       = 0,    /* done (input ended, or stopped by SIGTERM/SIGINT) */
+    STAGE_EXIT_REJECTED = 1,    /* done, but some input records were rejected (each logged) */
+    STAGE_EXIT_USAGE    = 100,  /* bad option or configuration: a restart cannot help */
+    STAGE_EXIT_SYSTEM   = 111   /* system failure (socket, AWS, memory): a restart may help */
+};
+#define STAGE_RUN (-1)          /* stage_init: go on running */
+#define STAGE_MAX_OPTS 32
+
+/* One option of a stage's own. */
+typedef struct {
+    const char *name;   /* long name without "--", e.g. "tick" */
+    const char *arg;    /* argument name for --help ("DURATION"); NULL for a flag */
+    const char *help;   /* one line, with the default in brackets */
+} stage_opt;
+
+typedef struct {
+    const char *name;        /* "sqs-push": the log's stage=, --help, --version */
+    const char *summary;     /* one line for --help */
+    int has_in, has_out;     /* whether --in / --out exist for this stage */
+    const stage_opt *opts;   /* the stage's own options, ended by {NULL}; may be NULL */
+    const char *operands;    /* e.g. "[FILE...]" for --help; NULL: operands refused */
+} stage_spec;
+
+typedef struct {
+    const stage_spec *spec;
+    const char *in, *out;            /* endpoints, default "-" */
+    const char *metrics;             /* --metrics ADDR, or NULL */
+    int ready_fd;                    /* --ready-fd N, or -1 (also after stage_ready) */
+    zpipe_opts z;                    /* defaults, hwm from --hwm */
+    const char *val[STAGE_MAX_OPTS]; /* spec->opts[i]'s value: its argument, "1" for a
+                                        flag given, NULL when absent (last one wins) */
+    int nargs;                       /* operands after the options */
+    char **args;
+} stage_opts;
+
+/* Parses argv, starts logging (stage=spec->name, level), installs the signal
+ * handlers. STAGE_RUN to go on; otherwise the exit status to return at once:
+ * STAGE_EXIT_OK after --help/--version (printed on stdout), STAGE_EXIT_USAGE
+ * after a usage error (logged with a hint to --help). */
+int stage_init(int argc, char **argv, const stage_spec *spec, stage_opts *o);
+/* Value of the stage option NAME (see val), NULL when not given. */
+const char *stage_opt_get(const stage_opts *o, const char *name);
+/* Opens whichever of in/out the caller asks for (pass NULL to skip one).
+ * 0, or STAGE_EXIT_SYSTEM with the reason logged (e.g. a bind that failed). */
+int stage_open(const stage_opts *o, zpipe_in **in, zpipe_out **out);
+/* Tells the supervisor this instance is ready (--ready-fd), once; logs
+ * "ready" with the endpoints. 0, or -1 if the write failed (logged; the
+ * supervisor will then time out, so it is not fatal here). */
+int stage_ready(stage_opts *o);
+/* 1 once SIGTERM/SIGINT came (or zpipe_interrupt() was called). */
+int stage_should_stop(void);
+#endif
