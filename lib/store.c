@@ -1673,6 +1673,16 @@ static int cursor_decode(const char *c, buf_t *sk, int64_t *t)
     return time_parse_at(ts, t, e, sizeof e);
 }
 
+int store_cursor_check(const char *cursor, char *err, size_t errlen)
+{
+    buf_t sk = BUF_INIT;
+    int64_t t;
+    int rc = cursor_decode(cursor, &sk, &t);
+    buf_free(&sk);
+    if (rc < 0) snprintf(err, errlen, "cursor: not a cursor printed by delayer list");
+    return rc;
+}
+
 typedef struct {
     sched_rec r;
     char *sk;
@@ -2171,6 +2181,8 @@ int store_events_flush(store *s)
 
 /* ============================================================ topics */
 
+static int topic_lookup(store *s, const char *t, buf_t *arn);
+
 static const char *topic_cached(store *s, const char *key)
 {
     for (size_t i = 0; i < s->ntopics; i++)
@@ -2218,10 +2230,30 @@ int store_topic_resolve(store *s, const char *t, buf_t *arn)
     const char *hit = topic_cached(s, t);
     int rc;
     buf_reset(arn);
+    if (hit && hit[0] == '!') {
+        /* A cached miss: the error text follows the '!'. */
+        snprintf(s->err, sizeof s->err, "%s", hit + 1);
+        return STORE_NOTFOUND;
+    }
     if (hit) {
         buf_adds(arn, hit);
         return STORE_OK;
     }
+    rc = topic_lookup(s, t, arn);
+    if (rc == STORE_OK) topic_cache(s, t, arn->p);
+    if (rc == STORE_NOTFOUND) {
+        buf_t miss = BUF_INIT;
+        buf_printf(&miss, "!%s", s->err);
+        topic_cache(s, t, miss.p);
+        buf_free(&miss);
+    }
+    return rc;
+}
+
+/* Resolves without the cache. */
+static int topic_lookup(store *s, const char *t, buf_t *arn)
+{
+    int rc;
     if (!strncmp(t, "arn:", 4)) {
         if ((rc = topic_check_arn(s, t)) != STORE_OK) return rc;
         buf_adds(arn, t);
@@ -2247,7 +2279,6 @@ int store_topic_resolve(store *s, const char *t, buf_t *arn)
         buf_adds(arn, a);
         free(a);
     }
-    topic_cache(s, t, arn->p);
     return STORE_OK;
 }
 

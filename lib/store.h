@@ -256,6 +256,8 @@ typedef struct {
  * more records may follow, else is left empty. */
 int store_list(store *s, const store_list_q *q, int (*emit)(void *ctx, const sched_rec *r), void *ctx,
                buf_t *next_cursor);
+/* 0 if cursor is one store_list printed, else -1 with "cursor: ..." in err. */
+int store_cursor_check(const char *cursor, char *err, size_t errlen);
 /* The number of records matching q (limit and cursor ignored). */
 int store_list_count(store *s, const store_list_q *q, int64_t *count);
 

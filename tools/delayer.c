@@ -727,6 +727,7 @@ static int list_finish(store *s, list_opts *o, buf_t *arn)
     if (o->to && time_parse_at(o->to, &o->q.to_ms, e, sizeof e) < 0) return die(EXIT_REFUSED, "to: %s", e);
     if (o->q.from_ms > o->q.to_ms) return die(EXIT_REFUSED, "from: after --to");
     o->q.cursor = o->cursor;
+    if (o->cursor && store_cursor_check(o->cursor, e, sizeof e) < 0) return die(EXIT_REFUSED, "%s", e);
     if (o->topic) {
         /* A listing filters on whatever ARN is given (the topic may be
          * gone); a NAME must be known. */
