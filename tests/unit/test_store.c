@@ -4,14 +4,16 @@
  *
  *   test_store hook PREFIX OP ARGS...
  *     claim ID LEASE | reclaim ID SEEN_LEASE NEW_LEASE | unclaim ID LEASE
- *     commit ID MSG_ID | unpublish ID MSG_ID ERROR LEASE | fail ID ERROR
- *     invalid ID ERROR | due MINUTE SHARD | ckpt SHARD [MINUTE] | count
+ *     commit ID MSG_ID [CHASH] | unpublish ID MSG_ID ERROR LEASE | fail ID ERROR
+ *     invalid ID ERROR | due MINUTE SHARD | ckpt SHARD [MINUTE] | count | item ID
  *
  * Each OP runs exactly the store function the pipeline stages call (the
  * wire fields come from the stored record, as a stage would have them) and
  * prints "OK <previous state>", "LOST <current state>" or "NOTFOUND"; exit
  * 0, 1 (lost), 3 (not found) or 111. `count` prints the number of items in
- * the schedule table (a Scan: tests only). Without arguments: unit tests. */
+ * the schedule table (a Scan: tests only); `item` the raw DynamoDB item
+ * ("{}" when absent). commit's CHASH stands for a message carrying other
+ * content (a left-over of a deleted record). Without arguments: unit tests. */
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -207,6 +209,44 @@ static int hook_count(store *s)
     return rc;
 }
 
+static int hook_item(store *s, const char *id)
+{
+    buf_t req = BUF_INIT, resp = BUF_INIT;
+    aws_err e;
+    json_w w;
+    int rc = 0;
+    jw_init(&w, &req);
+    jw_obj(&w);
+    jw_key(&w, "TableName");
+    jw_str(&w, s->table);
+    jw_key(&w, "Key");
+    jw_obj(&w);
+    jw_key(&w, "id");
+    jw_obj(&w);
+    jw_key(&w, "S");
+    jw_str(&w, id);
+    jw_obj_end(&w);
+    jw_obj_end(&w);
+    jw_key(&w, "ConsistentRead");
+    jw_bool(&w, 1);
+    jw_obj_end(&w);
+    if (aws_json_call(s->ddb, "DynamoDB_20120810.GetItem", req.p, req.len, &resp, &e) < 0) {
+        fprintf(stderr, "test_store: GetItem: %s: %s\n", e.code, e.message);
+        rc = 111;
+    } else {
+        json_doc d;
+        size_t n = 2;
+        const char *raw = "{}";
+        if (json_parse(&d, resp.p, resp.len) == 0 && json_get(&d, 0, "Item") >= 0)
+            raw = json_raw(&d, json_get(&d, 0, "Item"), &n);
+        printf("%.*s\n", (int)n, raw);
+        json_free(&d);
+    }
+    buf_free(&req);
+    buf_free(&resp);
+    return rc;
+}
+
 static int hook_due(store *s, int64_t minute, int shard)
 {
     store_due_rows rows = {0};
@@ -240,6 +280,7 @@ static int hook_op(store *s, const char *op, int argc, char **argv)
     sched_rec_init(&r);
     sched_wire_init(&w);
     if (!strcmp(op, "count")) return hook_count(s);
+    if (!strcmp(op, "item") && argc == 1) return hook_item(s, argv[0]);
     if (!strcmp(op, "due") && argc == 2) return hook_due(s, num(argv[0]), (int)num(argv[1]));
     if (!strcmp(op, "ckpt") && argc >= 1) return hook_ckpt(s, argc, argv);
     if (argc < 1) return 100;
@@ -249,8 +290,11 @@ static int hook_op(store *s, const char *op, int argc, char **argv)
         if ((rc = hook_wire(s, id, &w)) == STORE_OK) rc = store_unclaim(s, id, w.r.due, num(argv[1]), &r);
     } else if (!strcmp(op, "reclaim") && argc == 3) {
         if ((rc = hook_wire(s, id, &w)) == STORE_OK) rc = store_reclaim(s, id, w.r.due, num(argv[1]), num(argv[2]), &r);
-    } else if (!strcmp(op, "commit") && argc == 2) {
-        if ((rc = hook_wire(s, id, &w)) == STORE_OK) rc = store_commit(s, &w, argv[1], &r);
+    } else if (!strcmp(op, "commit") && (argc == 2 || argc == 3)) {
+        if ((rc = hook_wire(s, id, &w)) == STORE_OK) {
+            if (argc == 3) snprintf(w.r.chash, sizeof w.r.chash, "%s", argv[2]);
+            rc = store_commit(s, &w, argv[1], &r);
+        }
     } else if (!strcmp(op, "unpublish") && argc == 4) {
         if ((rc = hook_wire(s, id, &w)) == STORE_OK) rc = store_unpublish(s, &w, argv[1], argv[2], num(argv[3]), &r);
     } else if (!strcmp(op, "fail") && argc == 2) {
