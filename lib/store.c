@@ -1106,8 +1106,8 @@ int store_send_batch(store *s, sched_rec *const *recs, size_t n, int *ok)
     if (!s->queue_url) return fail(s, "sqs: the delay queue is unknown (deployment not loaded)");
     if (n > SQS_BATCH_MAX) return fail(s, "store_send_batch: at most %d records", SQS_BATCH_MAX);
     buf_t bodies[SQS_BATCH_MAX];
-    sqs_send_entry ent[SQS_BATCH_MAX];
-    aws_entry_result res[SQS_BATCH_MAX];
+    sqs_send_entry ent[SQS_BATCH_MAX] = {{0}};
+    aws_entry_result res[SQS_BATCH_MAX] = {{0}};
     int64_t now = time_now_ms();
     for (size_t i = 0; i < n; i++) {
         bodies[i] = (buf_t)BUF_INIT;
@@ -2136,8 +2136,8 @@ static void ev_free(struct store_ev *e)
 /* Publishes evq[from..from+n) in one PublishBatch; counts the outcome. */
 static void events_batch(store *s, aws_client *c, size_t from, size_t n)
 {
-    sns_publish_entry ent[SNS_BATCH_MAX];
-    aws_entry_result res[SNS_BATCH_MAX];
+    sns_publish_entry ent[SNS_BATCH_MAX] = {{0}};
+    aws_entry_result res[SNS_BATCH_MAX] = {{0}};
     aws_kv kv[SNS_BATCH_MAX][2];
     aws_err e;
     for (size_t i = 0; i < n; i++) {

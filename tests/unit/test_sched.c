@@ -154,7 +154,7 @@ static void test_refused_attrs(void)
     sched_rec_free(&r);
     make(&r, "x");
     for (int i = 0; i < 9; i++) {
-        char nm[8];
+        char nm[16];
         snprintf(nm, sizeof nm, "k%d", i);
         sched_attr_add(&r, nm, "v");
     }
