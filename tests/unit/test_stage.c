@@ -20,7 +20,7 @@ static const stage_spec source = {"test-source", "No input.", 0, 1, NULL, NULL};
 /* Runs stage_init on a NULL-terminated argument list; captures stdout. */
 static int run(const stage_spec *sp, stage_opts *o, char *out, size_t outlen, ...)
 {
-    char *argv[32];
+    static char *argv[32];   /* static: stage_opts.args points into it after we return */
     int argc = 0;
     argv[argc++] = (char *)sp->name;
     va_list ap;

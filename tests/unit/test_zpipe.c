@@ -284,6 +284,39 @@ done:
     zpipe_in_close(in);
 }
 
+/* A stage that sends and exits at once: closing its last socket waits (up to
+ * linger) until what it queued has left, so nothing is lost on a graceful
+ * exit. The sender is a child that never shares our ZeroMQ context. */
+static void close_flushes_queued_output(void)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char err[256];
+        zpipe_out *out = zpipe_out_open(ep(">", "fl"), NULL, err, sizeof err);
+        int bad = !out;
+        char rec[1100];   /* big enough that a good part is still queued at close */
+        for (int i = 0; i < 3000 && !bad; i++) {
+            snprintf(rec, sizeof rec, "{\"n\":%d,\"pad\":\"%01000d\"}", i, 0);
+            bad = zpipe_out_send(out, rec, strlen(rec), 5000) != 0;
+        }
+        zpipe_out_close(out);   /* returns once the queue has been handed to the peer */
+        _exit(bad);
+    }
+    char err[256] = "";
+    zpipe_in *in = zpipe_in_open(ep("@", "fl"), NULL, err, sizeof err);
+    CHECK(in != NULL);
+    buf_t m = BUF_INIT;
+    int got = 0, st = 0;
+    while (in && got < 3000 && zpipe_in_recv(in, &m, 3000) == ZPIPE_READY) got++;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_INT(got, 3000);
+    CHECK(strncmp(buf_str(&m), "{\"n\":2999,", 10) == 0);
+    buf_free(&m);
+    zpipe_in_close(in);
+}
+
 static void send_refuses_bad_records(void)
 {
     char err[256] = "";
@@ -492,10 +525,14 @@ static void stdin_huge_line_default_limit(void)
         size_t off = 0;
         while (off < n) {
             ssize_t k = write(w, big + off, n - off);
-            if (k <= 0) _exit(1);
+            if (k <= 0) {
+                free(big);
+                _exit(1);
+            }
             off += (size_t)k;
         }
         put(w, "\nafter\n");
+        free(big);
         _exit(0);
     }
     close(w);
@@ -652,6 +689,7 @@ static const t_case cases[] = {
     T(double_bind_refused),
     T(send_without_peer_times_out),
     T(send_blocks_at_hwm_then_resumes),
+    T(close_flushes_queued_output),
     T(send_refuses_bad_records),
     T(oversize_and_odd_messages_dropped),
     T(interrupt_wakes_zmq_wait),
