@@ -1,0 +1,476 @@
+/* ddb-scan-due: the scanner. Every tick it reads the due index
+ * (docs/schema.md "Indexes") of the shards it owns, claims what is due
+ * within the window (NEW -> ENQUEUED with a lease) or whose lease ran out
+ * (ENQUEUED -> ENQUEUED, re-claim with a back-off lease), and sends each
+ * claimed schedule downstream (to sqs-push) as one wire record.
+ *
+ * Two passes per shard and tick:
+ *   main pass      due_sk from the in-memory cursor minus LAG_MS (the due
+ *                  index is eventually consistent) to now + window, in the
+ *                  minute partitions that range touches;
+ *   recovery pass  whole minute partitions from the shard's checkpoint to
+ *                  the minute of now - grace: expired leases, schedules put
+ *                  back to NEW, anything the main pass missed, and the
+ *                  catch-up after downtime. A minute that is complete and
+ *                  empty moves the checkpoint forward.
+ * The main cursor starts where the recovery pass ends (the minute of
+ * now - grace), so after downtime every old minute is read once, by the
+ * recovery pass, starting at the checkpoint: nothing is skipped.
+ *
+ * Durability: the claim is the durable step. A record that cannot be handed
+ * downstream (no peer, high-water mark, stdout gone) is put back at once
+ * (store_unclaim) and the tick stops claiming; a record lost in a pipe or in
+ * a dead sqs-push waits for its lease to expire and is re-claimed.
+ *
+ * Wire: the record of sched_wire_write (id, due, topic, payload, attrs,
+ * chash, lease = the lease of THIS claim) plus one extra member
+ * "from":"NEW"|"ENQUEUED", the state the claim came from (state-update
+ * counts NEW -> ENQUEUED only for the first). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "log.h"
+#include "sched.h"
+#include "stage.h"
+#include "store.h"
+#include "timeutil.h"
+
+#define MINUTE_MS       60000
+#define LAG_MS          5000   /* index eventual consistency and clock skew */
+#define SEND_TIMEOUT_MS 1000   /* a downstream that takes longer is "blocked" */
+
+/* What one shard's passes know. */
+typedef struct {
+    int shard;
+    int64_t cursor;     /* main pass: every due up to here was looked at */
+    int64_t ckpt;       /* recovery checkpoint (minute), as stored */
+    int64_t scan_to;    /* recovery: complete minutes <= scan_to were read... */
+    int64_t *pend;      /* ...and only these (sorted) still held rows */
+    size_t npend;
+} shard_st;
+
+typedef struct {
+    uint64_t claimed, reclaimed, lost, unclaimed, errors, queries;
+} tick_stats;
+
+typedef struct {
+    store *s;
+    zpipe_out *out;
+    shard_st *sh;
+    size_t nsh;
+    int once;
+    int blocked;        /* downstream refused a record: no more claims this tick */
+    int fatal;          /* stdout's reader is gone: stop the process */
+    tick_stats t;
+    buf_t line;
+} scanner;
+
+enum { H_SKIP, H_SENT, H_LOST, H_BLOCKED, H_ERR };
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ------------------------------------------------------------ options */
+
+static const stage_opt opts[] = {
+    {"tick", "DURATION", "time between two scans [1s]"},
+    {"shard", "I/N", "own the due-index shards s with s % N == I [0/1: all]"},
+    {"window", "DURATION", "claim what is due within this time [$DELAYER_WINDOW or the deployment's]"},
+    {"prefix", "P", "deployment prefix [$DELAYER_PREFIX or delayer]"},
+    {"once", NULL, "one pass over every owned shard (catching up from the checkpoint), then exit"},
+    {NULL, NULL, NULL}};
+
+static const stage_spec spec = {
+    "ddb-scan-due",
+    "Claims schedules coming due (or whose claim lease ran out) from the due index\n"
+    "and sends them downstream as NDJSON wire records, one per line.",
+    0, 1, opts, NULL};
+
+static int usage_err(const char *what, const char *val)
+{
+    log_ev(LOG_ERROR, what, "value", val, "hint", "ddb-scan-due --help", NULL);
+    return STAGE_EXIT_USAGE;
+}
+
+/* "I/N" with 0 <= I < N. */
+static int parse_shard(const char *v, int *i, int *n)
+{
+    char extra;
+    if (sscanf(v, "%d/%d%c", i, n, &extra) != 2 || *n < 1 || *i < 0 || *i >= *n) return -1;
+    return 0;
+}
+
+typedef struct {
+    int64_t tick_ms;
+    int own_i, own_n;
+    int once;
+} scan_opts;
+
+static int read_opts(const stage_opts *o, store_conf *c, scan_opts *so)
+{
+    char err[256];
+    const char *v;
+    so->tick_ms = 1000;
+    so->own_i = 0, so->own_n = 1;
+    so->once = stage_opt_get(o, "once") != NULL;
+    if (store_conf_env(c, err, sizeof err) < 0) return usage_err("bad environment", err);
+    if ((v = stage_opt_get(o, "tick")) && (time_parse_duration(v, &so->tick_ms, err, sizeof err) < 0 || so->tick_ms < 1))
+        return usage_err("--tick: expected a duration such as 1s or 250ms", v);
+    if ((v = stage_opt_get(o, "shard")) && parse_shard(v, &so->own_i, &so->own_n) < 0)
+        return usage_err("--shard: expected I/N with 0 <= I < N", v);
+    if ((v = stage_opt_get(o, "window"))) {
+        if (time_parse_duration(v, &c->window_ms, err, sizeof err) < 0 || c->window_ms > SCHED_WINDOW_MAX)
+            return usage_err("--window: expected a duration up to 900s", v);
+    }
+    if ((v = stage_opt_get(o, "prefix"))) {
+        if (store_check_prefix(v, err, sizeof err) < 0) return usage_err(err, v);
+        c->prefix = v;
+    }
+    return STAGE_RUN;
+}
+
+/* ------------------------------------------------------------ sending */
+
+/* Appends ,"from":"STATE" inside the object that ends line (written by
+ * sched_wire_write: "{...}\n"). sched_wire has no such field and ignores
+ * unknown members when reading, so it travels alongside it. */
+static void add_from(buf_t *line, int from)
+{
+    size_t n = line->len;
+    while (n && (line->p[n - 1] == '\n' || line->p[n - 1] == '}')) n--;
+    line->len = n;
+    buf_printf(line, ",\"from\":\"%s\"}\n", sched_state_name(from));
+}
+
+/* Hands the claimed record downstream; on any failure puts it back to NEW
+ * at once so it is not held until the lease expires. */
+static int send_claimed(scanner *sc, const sched_rec *old, int64_t lease, int from)
+{
+    sched_wire w;
+    sched_wire_init(&w);
+    sched_wire_from_rec(&w, old);
+    w.r.lease = lease;
+    buf_reset(&sc->line);
+    sched_wire_write(&sc->line, &w);
+    sched_wire_free(&w);
+    add_from(&sc->line, from);
+    if (zpipe_out_send(sc->out, sc->line.p, sc->line.len, SEND_TIMEOUT_MS) == 0) return H_SENT;
+    int err = errno;
+    const char *why = err == EAGAIN ? "downstream busy or absent" : strerror(err);
+    if (err == EPIPE) sc->fatal = 1;
+    int rc = store_unclaim(sc->s, old->id, old->due, lease, NULL);
+    if (rc == STORE_OK) {
+        sc->t.unclaimed++;
+        log_ev(LOG_WARN, "not sent, put back to NEW", "id", old->id, "error", why, NULL);
+    } else {
+        /* The lease will run out and the recovery pass take it again. */
+        log_ev(LOG_WARN, "not sent, unclaim failed: the lease will expire", "id", old->id, "error", why,
+               "unclaim", sc->s->err, NULL);
+    }
+    return H_BLOCKED;
+}
+
+/* ------------------------------------------------------------ claiming */
+
+/* NEW -> ENQUEUED, lease = max(due, now) + grace. */
+static int claim_new(scanner *sc, const store_due_row *row, int64_t now)
+{
+    sched_rec old;
+    sched_rec_init(&old);
+    int64_t lease = max64(row->due, now) + sc->s->conf.grace_ms;
+    int rc = store_claim(sc->s, row->id, lease, &old), h;
+    if (rc == STORE_OK && old.id) {
+        sc->t.claimed++;
+        log_ev(LOG_DEBUG, "claimed", "id", row->id, "due", log_i64(row->due), "lease", log_i64(lease), NULL);
+        h = send_claimed(sc, &old, lease, SCHED_NEW);
+    } else if (rc == STORE_LOST || rc == STORE_NOTFOUND) {
+        sc->t.lost++;
+        log_ev(LOG_DEBUG, "claim lost (another writer won)", "id", row->id, "error", sc->s->err, NULL);
+        h = H_LOST;
+    } else {
+        sc->t.errors++;
+        log_ev(LOG_WARN, "claim failed", "id", row->id, "error", sc->s->err, NULL);
+        h = H_ERR;
+    }
+    sched_rec_free(&old);
+    return h;
+}
+
+/* ENQUEUED with an expired lease -> ENQUEUED with a back-off lease (never
+ * before due + grace: the message it sends may wait in SQS until due). */
+static int reclaim(scanner *sc, const store_due_row *row, int64_t now)
+{
+    sched_rec old;
+    sched_rec_init(&old);
+    int64_t lease = max64(store_reclaim_lease(sc->s, now, row->claims), max64(row->due, now) + sc->s->conf.grace_ms);
+    int rc = store_reclaim(sc->s, row->id, row->due, row->lease, lease, &old), h;
+    if (rc == STORE_OK && old.id) {
+        sc->t.reclaimed++;
+        log_ev(LOG_DEBUG, "re-claimed (lease expired)", "id", row->id, "due", log_i64(row->due),
+               "old_lease", log_i64(row->lease), "lease", log_i64(lease), "claims", log_i64(row->claims + 1), NULL);
+        h = send_claimed(sc, &old, lease, SCHED_ENQUEUED);
+    } else if (rc == STORE_LOST || rc == STORE_NOTFOUND) {
+        sc->t.lost++;
+        log_ev(LOG_DEBUG, "re-claim lost (another writer won)", "id", row->id, "error", sc->s->err, NULL);
+        h = H_LOST;
+    } else {
+        sc->t.errors++;
+        log_ev(LOG_WARN, "re-claim failed", "id", row->id, "error", sc->s->err, NULL);
+        h = H_ERR;
+    }
+    sched_rec_free(&old);
+    return h;
+}
+
+/* One row of the due index: claim it, re-claim it, or leave it. */
+static int handle_row(scanner *sc, const store_due_row *row)
+{
+    int64_t now = time_now_ms();
+    if (row->state == SCHED_NEW && row->due <= now + sc->s->conf.window_ms) return claim_new(sc, row, now);
+    if (row->state == SCHED_ENQUEUED && row->lease > 0 && row->lease < now) return reclaim(sc, row, now);
+    return H_SKIP;
+}
+
+/* Handles rows in order until one cannot be finished. *stop_due gets the due
+ * time of that row. Returns the last H_* result (H_BLOCKED/H_ERR stop). */
+static int handle_rows(scanner *sc, const store_due_rows *rows, int64_t *stop_due)
+{
+    for (size_t i = 0; i < rows->n; i++) {
+        if (stage_should_stop()) {
+            *stop_due = rows->v[i].due;
+            return H_BLOCKED;
+        }
+        int h = handle_row(sc, &rows->v[i]);
+        if (h == H_BLOCKED || h == H_ERR) {
+            *stop_due = rows->v[i].due;
+            if (h == H_BLOCKED) sc->blocked = 1;
+            return h;
+        }
+    }
+    return H_SKIP;
+}
+
+static int query(scanner *sc, int64_t minute, int shard, int64_t from, int64_t to, store_due_rows *rows)
+{
+    sc->t.queries++;
+    if (store_due_query(sc->s, minute, shard, from, to, rows) == STORE_OK) return 0;
+    sc->t.errors++;
+    log_ev(LOG_WARN, "due index query failed", "shard", log_i64(shard), "minute", log_i64(minute),
+           "error", sc->s->err, NULL);
+    return -1;
+}
+
+/* ------------------------------------------------------------ main pass */
+
+static void main_pass(scanner *sc, shard_st *st, int64_t now)
+{
+    int64_t lo = st->cursor - LAG_MS, hi = now + sc->s->conf.window_ms;
+    int64_t done = hi;   /* where the cursor goes if everything is handled */
+    int stopped = 0;
+    for (int64_t m = floor_div(lo, MINUTE_MS); m <= floor_div(hi, MINUTE_MS) && !stopped; m++) {
+        store_due_rows rows = {0};
+        int64_t stop_due;
+        if (stage_should_stop() || sc->blocked || query(sc, m, st->shard, lo, hi, &rows) < 0) {
+            stopped = 1;   /* minutes before m are done */
+            done = max64(st->cursor, m * MINUTE_MS);
+        } else if (handle_rows(sc, &rows, &stop_due) != H_SKIP) {
+            stopped = 1;   /* that row (put back or not claimed) is read again next tick */
+            done = stop_due;
+        }
+        store_due_rows_free(&rows);
+    }
+    st->cursor = done;
+}
+
+/* ------------------------------------------------------------ recovery */
+
+static void pend_set(shard_st *st, int64_t m, int keep)
+{
+    size_t i = 0;
+    while (i < st->npend && st->pend[i] < m) i++;
+    int there = i < st->npend && st->pend[i] == m;
+    if (keep && !there) {
+        st->pend = xrealloc(st->pend, (st->npend + 1) * sizeof *st->pend);
+        memmove(st->pend + i + 1, st->pend + i, (st->npend - i) * sizeof *st->pend);
+        st->pend[i] = m;
+        st->npend++;
+    } else if (!keep && there) {
+        memmove(st->pend + i, st->pend + i + 1, (st->npend - i - 1) * sizeof *st->pend);
+        st->npend--;
+    }
+}
+
+/* The next minute to read: the smallest pending one in [from, last], or the
+ * first one after scan_to; -1 when none is left. */
+static int64_t next_minute(const shard_st *st, int64_t from, int64_t last)
+{
+    int64_t m = max64(from, st->scan_to + 1);
+    for (size_t i = 0; i < st->npend; i++)
+        if (st->pend[i] >= from && st->pend[i] < m) return st->pend[i];
+    return m <= last ? m : -1;
+}
+
+/* Moves the stored checkpoint to the first minute that may still hold work. */
+static void ckpt_update(scanner *sc, shard_st *st)
+{
+    int64_t want = st->npend ? min64(st->pend[0], st->scan_to + 1) : st->scan_to + 1;
+    if (want <= st->ckpt) return;
+    int rc = store_ckpt_advance(sc->s, st->shard, want);
+    if (rc == STORE_OK) {
+        log_ev(LOG_DEBUG, "checkpoint advanced", "shard", log_i64(st->shard), "minute", log_i64(want), NULL);
+        st->ckpt = want;
+    } else if (rc == STORE_LOST) {
+        st->ckpt = want;   /* already there (another scanner of this shard): fine */
+    } else {
+        log_ev(LOG_WARN, "checkpoint not written", "shard", log_i64(st->shard), "error", sc->s->err, NULL);
+    }
+}
+
+/* Minutes [checkpoint, minute(now - grace)], each read whole. A minute is
+ * complete once nothing can be written into it any more: every write puts
+ * a schedule at the minute of a time >= its write time - grace, so minute M
+ * is complete when (M + 1) * 60 s <= now - grace - LAG. Complete empty
+ * minutes are never read again; the checkpoint follows them. */
+static void recovery_pass(scanner *sc, shard_st *st, int64_t now)
+{
+    int64_t last = floor_div(now - sc->s->conf.grace_ms, MINUTE_MS);
+    int64_t complete = floor_div(now - sc->s->conf.grace_ms - LAG_MS, MINUTE_MS) - 1;
+    int ok = 1;
+    for (int64_t m = next_minute(st, st->ckpt, last); m >= 0 && ok; m = next_minute(st, m + 1, last)) {
+        store_due_rows rows = {0};
+        int64_t stop_due;
+        if (stage_should_stop() || sc->blocked || query(sc, m, st->shard, INT64_MIN, INT64_MAX, &rows) < 0) {
+            ok = 0;
+        } else {
+            pend_set(st, m, rows.n > 0);   /* minutes after `complete` are read anyway */
+            if (m <= complete && m > st->scan_to) st->scan_to = m;
+            if (handle_rows(sc, &rows, &stop_due) != H_SKIP) ok = 0;
+        }
+        store_due_rows_free(&rows);
+    }
+    ckpt_update(sc, st);
+}
+
+/* ------------------------------------------------------------ ticks */
+
+static void log_tick(scanner *sc, int64_t started)
+{
+    tick_stats *t = &sc->t;
+    int lvl = t->claimed || t->reclaimed || t->unclaimed || t->errors ? LOG_INFO : LOG_DEBUG;
+    log_ev(lvl, "tick", "claimed", log_i64((int64_t)t->claimed), "reclaimed", log_i64((int64_t)t->reclaimed),
+           "lost", log_i64((int64_t)t->lost), "unclaimed", log_i64((int64_t)t->unclaimed),
+           "errors", log_i64((int64_t)t->errors), "queries", log_i64((int64_t)t->queries),
+           "ms", log_i64(time_mono_ms() - started), NULL);
+}
+
+/* Main passes first (schedules coming due now), then recovery (late ones). */
+static void tick(scanner *sc)
+{
+    int64_t started = time_mono_ms(), now = time_now_ms();
+    memset(&sc->t, 0, sizeof sc->t);
+    sc->blocked = 0;
+    for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) main_pass(sc, &sc->sh[i], now);
+    for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) recovery_pass(sc, &sc->sh[i], now);
+    log_tick(sc, started);
+}
+
+/* Sleeps until the next tick, waking early on SIGTERM. */
+static void nap(int64_t until_mono)
+{
+    while (!stage_should_stop()) {
+        int64_t left = until_mono - time_mono_ms();
+        if (left <= 0) return;
+        if (left > 50) left = 50;
+        struct timespec ts = {0, (long)left * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Shards s with s % n == i, each from its checkpoint (or, before the first
+ * one, from the minute the deployment was initialised). */
+static int shards_init(scanner *sc, const scan_opts *so)
+{
+    int total = sc->s->conf.shards;
+    int64_t now = time_now_ms();
+    sc->sh = xcalloc((size_t)total, sizeof *sc->sh);
+    for (int s = so->own_i; s < total; s += so->own_n) {
+        shard_st *st = &sc->sh[sc->nsh++];
+        st->shard = s;
+        int rc = store_ckpt_get(sc->s, s, &st->ckpt);
+        if (rc == STORE_NOTFOUND) st->ckpt = floor_div(sc->s->since_ms ? sc->s->since_ms : now, MINUTE_MS);
+        else if (rc != STORE_OK) {
+            log_ev(LOG_ERROR, "cannot read the checkpoint", "shard", log_i64(s), "error", sc->s->err, NULL);
+            return -1;
+        }
+        st->scan_to = st->ckpt - 1;
+        st->cursor = max64(st->ckpt, floor_div(now - sc->s->conf.grace_ms, MINUTE_MS)) * MINUTE_MS;
+    }
+    if (!sc->nsh)
+        log_ev(LOG_WARN, "no shard to scan", "shards", log_i64(total), "own", log_i64(so->own_n), NULL);
+    return 0;
+}
+
+static void scanner_free(scanner *sc)
+{
+    for (size_t i = 0; i < sc->nsh; i++) free(sc->sh[i].pend);
+    free(sc->sh);
+    buf_free(&sc->line);
+}
+
+static store *open_deployment(const store_conf *c)
+{
+    char err[512];
+    store *s = store_open(c, err, sizeof err);
+    if (!s) {
+        log_ev(LOG_ERROR, "cannot open the store", "error", err, NULL);
+        return NULL;
+    }
+    if (store_load(s) != STORE_OK) {
+        log_ev(LOG_ERROR, "cannot load the deployment", "error", s->err, NULL);
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    stage_opts o;
+    store_conf c;
+    scan_opts so;
+    scanner sc = {0};
+    int rc = stage_init(argc, argv, &spec, &o);
+    if (rc != STAGE_RUN) return rc;
+    if ((rc = read_opts(&o, &c, &so)) != STAGE_RUN) return rc;
+    if (!(sc.s = open_deployment(&c))) return STAGE_EXIT_SYSTEM;
+    if (shards_init(&sc, &so) < 0 || (rc = stage_open(&o, NULL, &sc.out)) != 0) {
+        scanner_free(&sc);
+        store_close(sc.s);
+        return STAGE_EXIT_SYSTEM;
+    }
+    log_ev(LOG_INFO, "scanning", "shards", log_i64((int64_t)sc.nsh), "of", log_i64(sc.s->conf.shards),
+           "window_ms", log_i64(sc.s->conf.window_ms), "grace_ms", log_i64(sc.s->conf.grace_ms), NULL);
+    stage_ready(&o);
+    while (!stage_should_stop() && !sc.fatal) {
+        int64_t next = time_mono_ms() + so.tick_ms;
+        tick(&sc);
+        if (so.once) break;
+        nap(next);
+    }
+    rc = sc.fatal ? STAGE_EXIT_SYSTEM : STAGE_EXIT_OK;
+    zpipe_out_close(sc.out);
+    scanner_free(&sc);
+    store_close(sc.s);
+    log_ev(LOG_INFO, "stopped", NULL);
+    return rc;
+}
