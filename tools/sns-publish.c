@@ -1,0 +1,1238 @@
+/* sns-publish: the pipeline stage that fires schedules (docs/schema.md
+ * "Why PUBLISHED is written just before publishing", issue 4). It takes the
+ * wire records sqs-drain sends (with "mid", "rh", "rc"), holds each one until
+ * its due millisecond, commits ENQUEUED -> PUBLISHED --commit-lead before
+ * that, publishes with PublishBatch when time_now_ms() >= due (never early),
+ * deletes the SQS message once SNS accepted it and reports to state-update.
+ *
+ * Threads (an aws_client, a store and a zpipe are not thread-safe: each
+ * thread owns its own):
+ *   main        reads the input, keeps a min-heap by due and hands each
+ *               record to the committers at due - commit-lead. It waits on
+ *               its input with the next commit time as timeout.
+ *   committers  (--commit-threads, 2) store_commit with the SQS MessageId;
+ *               the outcome decides: publish, drop, or hand back. Two, so
+ *               that one slow DynamoDB call does not hold up the next.
+ *   publishers  (--publish-threads, 2) wait on a heap of committed records
+ *               for the earliest due (a condition variable timed on the
+ *               monotonic clock; due is compared against the wall clock),
+ *               then publish what has come due for one topic (10 a batch).
+ *               Two, so that a PublishBatch in flight does not delay the
+ *               next due record: this is the hot path measured in issue 6.
+ *   tail        owns the output and an SQS client: DeleteMessageBatch of
+ *               published / dropped messages (batched: 10, or after
+ *               --delete-flush; deletion time does not affect precision),
+ *               visibility changes, store_unpublish after a failed publish,
+ *               the reports, and the visibility extension below.
+ *
+ * Outcomes of the commit (the conditional write decides, not this process):
+ *   won (was ENQUEUED)                  publish at due
+ *   won (was PUBLISHED, same pub_msg)   the same delivery came back after a
+ *                                       crash between commit and publish:
+ *                                       publish again (at least once)
+ *   CANCELLED                           delete the message, drop
+ *   PUBLISHED with another pub_msg      a second copy (a re-claim): delete, drop
+ *   gone, FAILED, INVALID, NEW, or the  delete, drop (a NEW schedule is the
+ *   content changed (chash)             scanner's again: it will re-send it)
+ *   DynamoDB error                      hand back with back-off, state unchanged
+ * A publish SNS refused: store_unpublish (PUBLISHED -> ENQUEUED with
+ * last_error "Code: message"), visibility = --retry-backoff * 2^(rc-1)
+ * (capped at 15 min) so SQS redelivers it later; after the queue's
+ * maxReceiveCount it moves to the dead-letter queue and state-update ends
+ * the schedule FAILED (sqs-drain --queue dead reports it).
+ *
+ * Visibility. This process holds messages between their arrival and their
+ * deletion, so it is the one that must keep them invisible: a message held
+ * longer than half the queue's visibility timeout has its visibility
+ * extended (a registry of every held message, scanned once a second by the
+ * tail). Otherwise SQS would deliver it again while it is still here, and
+ * the second delivery, carrying the same MessageId, would pass the commit
+ * as a "replay" and publish twice. A record due more than --max-hold
+ * ahead is not held at all: its visibility is set to the whole seconds left
+ * (rounded down, so it comes back before its time) and it is forgotten.
+ *
+ * SIGTERM: stop reading; records not committed yet go back to the queue
+ * (visibility 0, another instance takes them at once); committed ones are
+ * published (they are due within commit-lead), deleted and reported; exit
+ * 0. End of input (stdin): everything held is published at its time first.
+ * SIGKILL at any moment loses nothing: an uncommitted message reappears
+ * after its visibility timeout; a committed one too, and its replay
+ * publishes it (at least once); a published but not yet deleted one is
+ * published again (a duplicate, allowed only after a crash; the message
+ * carries delayer.id for the consumer to de-duplicate).
+ *
+ * Reports (NDJSON on --out, for state-update): the wire record without its
+ * payload ("nopayload":true) and without "rh", with "report" and:
+ *   "published"       "at" (epoch ms when PublishBatch returned), "late_ms"
+ *                     and "late_us" (at - due), "attempts" (after this one),
+ *                     "from" (state before the commit: "ENQUEUED", or
+ *                     "PUBLISHED" for a replay)
+ *   "publish_failed"  "error" ("Code: message"), "attempts", "state" (what
+ *                     the record is now: "ENQUEUED", or "PUBLISHED" if the
+ *                     revert failed), "retry_s" (visibility back-off)
+ * Records that already carry a "report" (e.g. sqs-drain's "invalid") are
+ * passed on unchanged. Reports are not durable (the table is): ones the
+ * output does not take are kept (up to 10,000) and sent later.
+ *
+ * Test hook (tests only, never in production): DELAYER_TEST_CRASH_AFTER_COMMIT=1
+ * makes the process _exit(137) right after its first won commit, i.e. a
+ * SIGKILL between commit and publish. */
+#include "aws.h"
+#include "buf.h"
+#include "log.h"
+#include "sched.h"
+#include "sns.h"
+#include "sqs.h"
+#include "stage.h"
+#include "store.h"
+#include "timeutil.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VIS_MAX      43200      /* SQS's longest visibility timeout, s */
+#define BACKOFF_MAX  900        /* longest retry back-off, s */
+#define OUTBOX_MAX   10000      /* reports kept while the output does not take them */
+#define SNS_REQ_MAX  262144     /* PublishBatch: all entries together */
+#define FIFO_ID_MAX  128        /* MessageGroupId / MessageDeduplicationId */
+
+/* ------------------------------------------------------------ options */
+
+static const stage_opt opts[] = {
+    {"prefix", "P", "deployment prefix [$DELAYER_PREFIX or delayer]"},
+    {"queue", "Q", "queue the input comes from (deletes, visibility): delay or a queue URL [delay]"},
+    {"commit-lead", "DURATION", "commit ENQUEUED -> PUBLISHED this long before due [50ms]"},
+    {"linger", "DURATION", "publish together what has come due within this long (fewer requests, later) [0ms]"},
+    {"max-hold", "DURATION", "records due later than this are handed back to SQS until nearer their time [5s]"},
+    {"retry-backoff", "DURATION", "after a failed publish SQS redelivers after this * 2^(receives-1), at most 15m [2s]"},
+    {"delete-flush", "DURATION", "longest wait to fill a DeleteMessageBatch [50ms]"},
+    {"commit-threads", "N", "concurrent DynamoDB commits, 1-16 [2]"},
+    {"publish-threads", "N", "concurrent PublishBatch requests, 1-16 [2]"},
+    {NULL, NULL, NULL}};
+
+static const stage_spec spec = {
+    "sns-publish", "Publishes each schedule to its SNS topic at its due millisecond, never early; reports to state-update.",
+    1, 1, opts, NULL};
+
+typedef struct {
+    const char *prefix, *queue;
+    int64_t lead_ms, linger_ms, max_hold_ms, backoff_ms, del_flush_ms;
+    int ncommit, npublish;
+} config;
+
+static int usage_err(const char *what, const char *val)
+{
+    log_ev(LOG_ERROR, "bad option value", "option", what, "value", val ? val : "", "hint", "sns-publish --help", NULL);
+    return STAGE_EXIT_USAGE;
+}
+
+static int opt_duration(const stage_opts *o, const char *name, int64_t dflt, int64_t max, int64_t *v)
+{
+    char err[256], opt[64];
+    const char *s = stage_opt_get(o, name);
+    *v = dflt;
+    snprintf(opt, sizeof opt, "--%s", name);
+    if (s && (time_parse_duration(s, v, err, sizeof err) < 0 || *v > max)) return usage_err(opt, s);
+    return 0;
+}
+
+static int opt_count(const stage_opts *o, const char *name, int dflt, int *v)
+{
+    char opt[64];
+    const char *s = stage_opt_get(o, name);
+    *v = dflt;
+    if (!s) return 0;
+    char *end;
+    long n = strtol(s, &end, 10);
+    snprintf(opt, sizeof opt, "--%s", name);
+    if (!*s || *end || n < 1 || n > 16) return usage_err(opt, s);
+    *v = (int)n;
+    return 0;
+}
+
+static int read_config(const stage_opts *o, config *c)
+{
+    char err[256];
+    c->prefix = stage_opt_get(o, "prefix");
+    c->queue = stage_opt_get(o, "queue");
+    if (!c->queue) c->queue = "delay";
+    if (strcmp(c->queue, "delay") != 0 && strncmp(c->queue, "http://", 7) != 0 && strncmp(c->queue, "https://", 8) != 0)
+        return usage_err("--queue", c->queue);
+    if (c->prefix && store_check_prefix(c->prefix, err, sizeof err) < 0) return usage_err("--prefix", c->prefix);
+    if (opt_duration(o, "commit-lead", 50, 10000, &c->lead_ms) || opt_duration(o, "linger", 0, 1000, &c->linger_ms) ||
+        opt_duration(o, "max-hold", 5000, 600000, &c->max_hold_ms) ||
+        opt_duration(o, "retry-backoff", 2000, BACKOFF_MAX * 1000, &c->backoff_ms) ||
+        opt_duration(o, "delete-flush", 50, 10000, &c->del_flush_ms) || opt_count(o, "commit-threads", 2, &c->ncommit) ||
+        opt_count(o, "publish-threads", 2, &c->npublish))
+        return STAGE_EXIT_USAGE;
+    return 0;
+}
+
+/* ------------------------------------------------------------ items */
+
+enum fate { F_NONE, F_PUBLISHED, F_DROP, F_FAILED, F_RELEASE, F_REPORT };
+
+/* One record from the input, from arrival to its end in the tail thread
+ * (which alone frees it). It is in at most one queue at a time. */
+typedef struct item {
+    struct item *next;          /* commit queue / tail jobs */
+    struct item *rprev, *rnext; /* registry of held SQS messages */
+    sched_wire w;
+    char *line;                 /* F_REPORT: the record as received */
+    size_t len;
+    int fate;
+    int vis;                    /* F_RELEASE / F_FAILED: visibility, s */
+    int registered;
+    int64_t ext_at;             /* mono ms: extend visibility then (registry) */
+    int64_t attempts;           /* after the commit */
+    int from;                   /* state before the commit */
+    int64_t at;                 /* wall ms when PublishBatch returned */
+    int64_t late_us;
+    char *error;                /* publish error, "Code: message" */
+} item;
+
+static void item_free(item *it)
+{
+    sched_wire_free(&it->w);
+    free(it->line);
+    free(it->error);
+    free(it);
+}
+
+/* A min-heap of items by due. */
+typedef struct {
+    item **v;
+    size_t n, cap;
+} heap;
+
+static void heap_push(heap *h, item *it)
+{
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 64;
+        h->v = xrealloc(h->v, h->cap * sizeof *h->v);
+    }
+    size_t i = h->n++;
+    while (i && h->v[(i - 1) / 2]->w.r.due > it->w.r.due) {
+        h->v[i] = h->v[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h->v[i] = it;
+}
+
+static item *heap_pop(heap *h)
+{
+    if (!h->n) return NULL;
+    item *top = h->v[0], *last = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n) break;
+        if (c + 1 < h->n && h->v[c + 1]->w.r.due < h->v[c]->w.r.due) c++;
+        if (h->v[c]->w.r.due >= last->w.r.due) break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n) h->v[i] = last;
+    return top;
+}
+
+/* A FIFO of items. */
+typedef struct {
+    item *head, *tail;
+} fifo;
+
+static void fifo_push(fifo *q, item *it)
+{
+    it->next = NULL;
+    if (q->tail) q->tail->next = it;
+    else q->head = it;
+    q->tail = it;
+}
+
+static item *fifo_take_all(fifo *q)
+{
+    item *h = q->head;
+    q->head = q->tail = NULL;
+    return h;
+}
+
+/* ------------------------------------------------------------ shared state */
+
+static struct {
+    config cfg;
+    char *url;                  /* the queue the messages come from */
+    int vis_s;                  /* its visibility timeout */
+    int64_t grace_ms;           /* the deployment's lease slack */
+    int crash_after_commit;     /* test hook */
+    /* commit queue */
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;
+    fifo cq;
+    int cclosing;
+    /* committed, waiting for due */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    heap ph;
+    int pclosing;
+    /* tail jobs */
+    pthread_mutex_t tmu;
+    pthread_cond_t tcv;
+    fifo tq;
+    int tclosing;
+    /* registry of held messages (sentinel ring) */
+    pthread_mutex_t rmu;
+    item reg;
+    /* counters */
+    uint64_t n_in, n_published, n_dropped, n_failed, n_released, n_deferred, n_rejected, n_replayed;
+    uint64_t late_max_us;
+} P;
+
+#define COUNT(x) __atomic_fetch_add(&P.x, 1, __ATOMIC_RELAXED)
+
+static void cond_init_mono(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+static int64_t ts_ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
+
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return ts_ns(&t);
+}
+
+static int64_t wall_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return ts_ns(&t);
+}
+
+/* Waits on c for at most ns nanoseconds (monotonic clock). */
+static void cond_wait_ns(pthread_cond_t *c, pthread_mutex_t *m, int64_t ns)
+{
+    if (ns < 0) ns = 0;
+    int64_t t = mono_ns() + ns;
+    struct timespec ts = {t / 1000000000, t % 1000000000};
+    pthread_cond_timedwait(c, m, &ts);
+}
+
+static const char *i64s(char b[24], int64_t v)
+{
+    snprintf(b, 24, "%lld", (long long)v);
+    return b;
+}
+
+/* Visibility after a failed attempt: base * 2^(rc-1) seconds, capped. */
+static int backoff_s(int64_t rc)
+{
+    int64_t ms = P.cfg.backoff_ms;
+    for (int64_t i = 1; i < rc && ms < BACKOFF_MAX * 1000; i++) ms *= 2;
+    int64_t s = ms / 1000;
+    return s > BACKOFF_MAX ? BACKOFF_MAX : (int)s;
+}
+
+/* ------------------------------------------------------------ registry */
+
+static void reg_add(item *it)
+{
+    it->ext_at = time_mono_ms() + (int64_t)P.vis_s * 500;
+    pthread_mutex_lock(&P.rmu);
+    it->rprev = P.reg.rprev;
+    it->rnext = &P.reg;
+    P.reg.rprev->rnext = it;
+    P.reg.rprev = it;
+    it->registered = 1;
+    pthread_mutex_unlock(&P.rmu);
+}
+
+static void reg_del(item *it)
+{
+    if (!it->registered) return;
+    pthread_mutex_lock(&P.rmu);
+    it->rprev->rnext = it->rnext;
+    it->rnext->rprev = it->rprev;
+    it->registered = 0;
+    pthread_mutex_unlock(&P.rmu);
+}
+
+/* ------------------------------------------------------------ hand-offs */
+
+static void to_tail(item *it, int fate)
+{
+    it->fate = fate;
+    pthread_mutex_lock(&P.tmu);
+    fifo_push(&P.tq, it);
+    pthread_cond_signal(&P.tcv);
+    pthread_mutex_unlock(&P.tmu);
+}
+
+static void to_commit(item *it)
+{
+    pthread_mutex_lock(&P.cmu);
+    fifo_push(&P.cq, it);
+    pthread_cond_signal(&P.ccv);
+    pthread_mutex_unlock(&P.cmu);
+}
+
+static void to_publish(item *it)
+{
+    pthread_mutex_lock(&P.pmu);
+    heap_push(&P.ph, it);
+    /* the new record may be due before what the publishers wait for */
+    pthread_cond_broadcast(&P.pcv);
+    pthread_mutex_unlock(&P.pmu);
+}
+
+static void release(item *it, int vis)
+{
+    it->vis = vis;
+    COUNT(n_released);
+    to_tail(it, F_RELEASE);
+}
+
+/* ------------------------------------------------------------ committers */
+
+typedef struct {
+    pthread_t th;
+    store *s;
+} committer;
+
+static item *commit_pop(void)
+{
+    pthread_mutex_lock(&P.cmu);
+    while (!P.cq.head && !P.cclosing) pthread_cond_wait(&P.ccv, &P.cmu);
+    item *it = P.cq.head;
+    if (it) {
+        P.cq.head = it->next;
+        if (!P.cq.head) P.cq.tail = NULL;
+    }
+    pthread_mutex_unlock(&P.cmu);
+    return it;
+}
+
+/* The commit was refused: out says by what. Always a drop (see header). */
+static void commit_lost(item *it, const sched_rec *out)
+{
+    const char *why = "stale message: the schedule changed";
+    if (out->state == SCHED_CANCELLED) why = "cancelled";
+    else if (out->state == SCHED_PUBLISHED && (!out->pub_msg || strcmp(out->pub_msg, it->w.mid) != 0))
+        why = "duplicate copy: already published by another message";
+    else if (out->state == SCHED_FAILED || out->state == SCHED_INVALID || out->state == SCHED_NEW)
+        why = "stale message: the schedule is not enqueued";
+    log_ev(LOG_INFO, "dropped", "id", it->w.r.id, "mid", it->w.mid, "state", sched_state_name(out->state), "why", why,
+           NULL);
+    COUNT(n_dropped);
+    to_tail(it, F_DROP);
+}
+
+/* A won commit: the full content comes back (ALL_OLD) for records sent
+ * without their payload. */
+static void commit_won(item *it, sched_rec *out)
+{
+    it->from = out->state;
+    it->attempts = out->attempts + 1;
+    if (it->w.nopayload && out->payload) {
+        sched_set_payload(&it->w.r, out->payload, out->psize);
+        it->w.nopayload = 0;
+    }
+    if (out->state == SCHED_PUBLISHED) {
+        COUNT(n_replayed);
+        log_ev(LOG_INFO, "delivery came back after its commit: publishing again", "id", it->w.r.id, "mid", it->w.mid,
+               NULL);
+    }
+    if (P.crash_after_commit) {
+        log_ev(LOG_WARN, "test hook: exiting after a commit", "id", it->w.r.id, NULL);
+        _exit(137);
+    }
+    to_publish(it);
+}
+
+static void *committer_main(void *arg)
+{
+    committer *c = arg;
+    item *it;
+    sched_rec out;
+    sched_rec_init(&out);
+    char b[24];
+    while ((it = commit_pop()) != NULL) {
+        int rc = store_commit(c->s, &it->w, it->w.mid, &out);
+        if (rc == STORE_OK) commit_won(it, &out);
+        else if (rc == STORE_LOST) commit_lost(it, &out);
+        else if (rc == STORE_NOTFOUND) {
+            log_ev(LOG_INFO, "dropped", "id", it->w.r.id, "mid", it->w.mid, "why", "the schedule is gone", NULL);
+            COUNT(n_dropped);
+            to_tail(it, F_DROP);
+        } else {
+            int vis = backoff_s(it->w.rc);
+            log_ev(LOG_ERROR, "commit failed: handing the message back", "id", it->w.r.id, "mid", it->w.mid, "error",
+                   c->s->err, "retry_s", i64s(b, vis), NULL);
+            release(it, vis);
+        }
+        sched_rec_free(&out);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ publishers */
+
+typedef struct {
+    pthread_t th;
+    aws_client *sns;
+} publisher;
+
+static size_t entry_size(const item *it)
+{
+    size_t n = it->w.r.psize + 200;   /* 200: our attributes */
+    for (size_t i = 0; i < it->w.r.nattrs; i++)
+        n += strlen(it->w.r.attrs[i].name) + strlen(it->w.r.attrs[i].value) + 6;
+    return n;
+}
+
+static int count_due(const char *topic, int64_t now_ms)
+{
+    int n = 0;
+    for (size_t i = 0; i < P.ph.n; i++)
+        n += P.ph.v[i]->w.r.due <= now_ms && strcmp(P.ph.v[i]->w.r.topic, topic) == 0;
+    return n;
+}
+
+/* Under P.pmu: waits until the earliest record is due (and, with --linger,
+ * until it has lingered or a full batch is due). 0 when closing and empty. */
+static int wait_due(void)
+{
+    for (;;) {
+        if (!P.ph.n) {
+            if (P.pclosing) return 0;
+            pthread_cond_wait(&P.pcv, &P.pmu);
+            continue;
+        }
+        const item *top = P.ph.v[0];
+        int64_t now = wall_ns(), due = top->w.r.due * 1000000;
+        if (now < due) {
+            /* at most 1 s: re-read the wall clock, which may have been stepped */
+            cond_wait_ns(&P.pcv, &P.pmu, due - now < 1000000000 ? due - now : 1000000000);
+            continue;
+        }
+        int64_t fire = due + P.cfg.linger_ms * 1000000;
+        if (now < fire && count_due(top->w.r.topic, now / 1000000) < SNS_BATCH_MAX) {
+            cond_wait_ns(&P.pcv, &P.pmu, fire - now);
+            continue;
+        }
+        return 1;
+    }
+}
+
+/* Takes up to 10 records due by now for the earliest one's topic, within
+ * PublishBatch's size limit. Returns how many (0: closing). */
+static size_t take_batch(item **b)
+{
+    pthread_mutex_lock(&P.pmu);
+    size_t n = 0;
+    if (wait_due()) {
+        int64_t now = time_now_ms();
+        heap rest = {0};
+        size_t size = 0;
+        const char *topic = P.ph.v[0]->w.r.topic;
+        while (P.ph.n && P.ph.v[0]->w.r.due <= now) {
+            item *it = heap_pop(&P.ph);
+            size_t sz = entry_size(it);
+            if (n < SNS_BATCH_MAX && strcmp(it->w.r.topic, topic) == 0 && (n == 0 || size + sz <= SNS_REQ_MAX)) {
+                b[n++] = it;
+                size += sz;
+            } else {
+                heap_push(&rest, it);
+            }
+        }
+        for (size_t i = 0; i < rest.n; i++) heap_push(&P.ph, rest.v[i]);
+        free(rest.v);
+        if (rest.n) pthread_cond_signal(&P.pcv);   /* another publisher takes them */
+    }
+    pthread_mutex_unlock(&P.pmu);
+    return n;
+}
+
+/* A FIFO MessageGroupId / MessageDeduplicationId: the value itself when SNS
+ * accepts it (1-128 printable ASCII characters), else a SHA-256 of it. */
+static void fifo_id(const char *s, char out[FIFO_ID_MAX + 1])
+{
+    size_t n = strlen(s);
+    int ok = n > 0 && n <= FIFO_ID_MAX;
+    for (size_t i = 0; ok && i < n; i++) ok = s[i] > 0x20 && s[i] < 0x7f;
+    if (ok) {
+        memcpy(out, s, n + 1);
+        return;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(s, n, md, &mdlen, EVP_sha256(), NULL);
+    strcpy(out, "sha256-");
+    for (unsigned i = 0; i < mdlen; i++) snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+}
+
+static int is_fifo(const char *topic)
+{
+    size_t n = strlen(topic);
+    return n > 5 && strcmp(topic + n - 5, ".fifo") == 0;
+}
+
+static const char *attr_of(const sched_rec *r, const char *name)
+{
+    for (size_t i = 0; i < r->nattrs; i++)
+        if (strcmp(r->attrs[i].name, name) == 0) return r->attrs[i].value;
+    return NULL;
+}
+
+/* The strings one entry points to. */
+typedef struct {
+    aws_kv kv[SCHED_ATTRS_MAX];
+    char due[32], attempt[24];
+    char group[FIFO_ID_MAX + 1], dedup[FIFO_ID_MAX + 1];
+} entry_mem;
+
+/* Message attributes: the user's (never dropped: they are content, and
+ * subscription filters may depend on them), then delayer.id,
+ * delayer.due, delayer.attempt as long as SNS -> SQS raw delivery's limit
+ * of SCHED_ATTRS_MAX leaves room (a user attribute of the same name is
+ * replaced by ours). */
+static size_t entry_attrs(const item *it, entry_mem *m)
+{
+    static const char *const ours[] = {"delayer.id", "delayer.due", "delayer.attempt"};
+    const sched_rec *r = &it->w.r;
+    size_t n = 0, skipped = 0;
+    for (size_t i = 0; i < r->nattrs && n < SCHED_ATTRS_MAX; i++) {
+        int mine = 0;
+        for (int k = 0; k < 3; k++) mine |= strcmp(r->attrs[i].name, ours[k]) == 0;
+        if (!mine) m->kv[n++] = (aws_kv){r->attrs[i].name, r->attrs[i].value};
+    }
+    time_fmt(r->due, m->due);
+    snprintf(m->attempt, sizeof m->attempt, "%lld", (long long)it->attempts);
+    const char *val[] = {r->id, m->due, m->attempt};
+    for (int k = 0; k < 3; k++) {
+        if (n < SCHED_ATTRS_MAX) m->kv[n++] = (aws_kv){ours[k], val[k]};
+        else skipped++;
+    }
+    if (skipped)
+        log_ev(LOG_WARN, "too many user attributes: delayer attributes left out", "id", r->id, NULL);
+    return n;
+}
+
+static void build_entry(const item *it, sns_publish_entry *e, entry_mem *m)
+{
+    memset(e, 0, sizeof *e);
+    e->message = it->w.r.payload ? it->w.r.payload : "";
+    e->attrs = m->kv;
+    e->nattrs = entry_attrs(it, m);
+    if (is_fifo(it->w.r.topic)) {
+        const char *g = attr_of(&it->w.r, "delayer.group");
+        fifo_id(g ? g : it->w.r.id, m->group);
+        fifo_id(it->w.r.id, m->dedup);
+        e->group_id = m->group;
+        e->dedup_id = m->dedup;
+    }
+}
+
+static void set_error(item *it, const char *code, const char *msg)
+{
+    buf_t b = BUF_INIT;
+    buf_printf(&b, "%s: %s", *code ? code : "Error", *msg ? msg : "no message");
+    free(it->error);
+    it->error = b.p;
+}
+
+static void publish(publisher *p, item **b, size_t n)
+{
+    sns_publish_entry ent[SNS_BATCH_MAX] = {{0}};
+    entry_mem mem[SNS_BATCH_MAX];
+    aws_entry_result res[SNS_BATCH_MAX];
+    aws_err e;
+    for (size_t i = 0; i < n; i++) build_entry(b[i], &ent[i], &mem[i]);
+    int rc = sns_publish_batch(p->sns, b[0]->w.r.topic, ent, n, res, &e);
+    int64_t at_ns = wall_ns();
+    for (size_t i = 0; i < n; i++) {
+        item *it = b[i];
+        it->at = at_ns / 1000000;
+        it->late_us = (at_ns - it->w.r.due * 1000000) / 1000;
+        if (rc == 0 && res[i].ok) {
+            COUNT(n_published);
+            uint64_t l = it->late_us > 0 ? (uint64_t)it->late_us : 0, cur = __atomic_load_n(&P.late_max_us, __ATOMIC_RELAXED);
+            while (l > cur && !__atomic_compare_exchange_n(&P.late_max_us, &cur, l, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+            to_tail(it, F_PUBLISHED);
+        } else {
+            if (rc == 0) set_error(it, res[i].code, res[i].message);
+            else set_error(it, e.code, e.message);
+            COUNT(n_failed);
+            to_tail(it, F_FAILED);
+        }
+    }
+}
+
+static void *publisher_main(void *arg)
+{
+    publisher *p = arg;
+    item *b[SNS_BATCH_MAX];
+    size_t n;
+    while ((n = take_batch(b)) > 0) publish(p, b, n);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ tail */
+
+typedef struct {
+    pthread_t th;
+    store *s;                   /* store_unpublish */
+    aws_client *sqs;
+    zpipe_out *out;
+    item **del;                 /* waiting for DeleteMessageBatch */
+    size_t ndel, capdel;
+    int64_t del_since;          /* mono ms of the oldest */
+    item **vis;                 /* waiting for ChangeMessageVisibilityBatch */
+    size_t nvis, capvis;
+    char **outbox;              /* reports not sent yet */
+    size_t nout, capout;
+    int out_dead;               /* stdout's reader is gone */
+    uint64_t out_dropped;
+    int64_t ext_next;
+} tail;
+
+static void push_ptr(void ***v, size_t *n, size_t *cap, void *p)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 32;
+        *v = xrealloc(*v, *cap * sizeof **v);
+    }
+    (*v)[(*n)++] = p;
+}
+
+/* Report line: the wire record (no payload, no receipt handle) plus extra
+ * members. extra is ",\"k\":v..." or "". */
+static char *report_line(item *it, const char *report, const char *extra)
+{
+    buf_t b = BUF_INIT;
+    char *rh = it->w.rh, *err = it->w.error;
+    int np = it->w.nopayload;
+    it->w.rh = NULL;
+    it->w.error = it->error;
+    it->w.nopayload = 1;
+    it->w.report = (char *)report;
+    sched_wire_write(&b, &it->w);
+    it->w.rh = rh;
+    it->w.error = err;
+    it->w.nopayload = np;
+    it->w.report = NULL;
+    b.len -= 2;                 /* "}\n" */
+    buf_adds(&b, extra);
+    buf_addc(&b, '}');
+    return b.p;
+}
+
+static void outbox_add(tail *t, char *line)
+{
+    if (t->out_dead) {
+        free(line);
+        return;
+    }
+    if (t->nout == OUTBOX_MAX) {
+        if (!t->out_dropped++) log_ev(LOG_WARN, "output does not take reports: dropping the oldest", NULL);
+        free(t->outbox[0]);
+        memmove(t->outbox, t->outbox + 1, (t->nout - 1) * sizeof *t->outbox);
+        t->nout--;
+    }
+    push_ptr((void ***)&t->outbox, &t->nout, &t->capout, line);
+}
+
+/* Sends what the output takes without waiting. */
+static void outbox_flush(tail *t, int timeout_ms)
+{
+    size_t i = 0;
+    for (; i < t->nout; i++) {
+        if (zpipe_out_send(t->out, t->outbox[i], strlen(t->outbox[i]), timeout_ms) == 0) {
+            free(t->outbox[i]);
+            continue;
+        }
+        if (errno == EAGAIN) break;
+        if (errno == EPIPE) {
+            log_ev(LOG_ERROR, "output closed by its reader: reports are dropped from now on", NULL);
+            t->out_dead = 1;
+        } else {
+            log_ev(LOG_ERROR, "report not sendable", "error", strerror(errno), NULL);
+        }
+        free(t->outbox[i]);
+        if (t->out_dead) {
+            for (size_t k = i + 1; k < t->nout; k++) free(t->outbox[k]);
+            i = t->nout;
+            break;
+        }
+    }
+    memmove(t->outbox, t->outbox + i, (t->nout - i) * sizeof *t->outbox);
+    t->nout -= i;
+}
+
+static void on_published(tail *t, item *it)
+{
+    char extra[256];
+    snprintf(extra, sizeof extra, ",\"at\":%lld,\"late_ms\":%lld,\"late_us\":%lld,\"attempts\":%lld,\"from\":\"%s\"",
+             (long long)it->at, (long long)(it->late_us / 1000), (long long)it->late_us, (long long)it->attempts,
+             sched_state_name(it->from));
+    log_ev(LOG_DEBUG, "published", "id", it->w.r.id, "mid", it->w.mid, "late_us", i64s((char[24]){0}, it->late_us),
+           NULL);
+    outbox_add(t, report_line(it, "published", extra));
+}
+
+/* SNS refused: back to ENQUEUED with the error, SQS redelivers later. */
+static void on_failed(tail *t, item *it)
+{
+    sched_rec old;
+    sched_rec_init(&old);
+    it->vis = backoff_s(it->w.rc);
+    int64_t lease = time_now_ms() + (int64_t)it->vis * 1000 + P.grace_ms;
+    int rc = store_unpublish(t->s, &it->w, it->w.mid, it->error, lease, &old);
+    const char *state = rc == STORE_OK ? "ENQUEUED" : "PUBLISHED";
+    char b[24], extra[128];
+    log_ev(LOG_WARN, "publish failed: SQS will redeliver", "id", it->w.r.id, "mid", it->w.mid, "error", it->error,
+           "retry_s", i64s(b, it->vis), NULL);
+    if (rc != STORE_OK)
+        log_ev(LOG_ERROR, "could not revert the commit", "id", it->w.r.id, "error", t->s->err, NULL);
+    snprintf(extra, sizeof extra, ",\"attempts\":%lld,\"state\":\"%s\",\"retry_s\":%d", (long long)it->attempts, state,
+             it->vis);
+    outbox_add(t, report_line(it, "publish_failed", extra));
+    sched_rec_free(&old);
+}
+
+static void finish(item *it)
+{
+    reg_del(it);
+    item_free(it);
+}
+
+/* DeleteMessageBatch of everything waiting. Messages whose call failed
+ * stay (next flush) unless final is set. */
+static void flush_deletes(tail *t, int final)
+{
+    sqs_handle_entry ent[SQS_BATCH_MAX];
+    aws_entry_result res[SQS_BATCH_MAX];
+    aws_err e;
+    size_t keep = 0;
+    for (size_t i = 0; i < t->ndel; i += SQS_BATCH_MAX) {
+        size_t m = t->ndel - i < SQS_BATCH_MAX ? t->ndel - i : SQS_BATCH_MAX;
+        for (size_t k = 0; k < m; k++) ent[k] = (sqs_handle_entry){NULL, t->del[i + k]->w.rh, 0};
+        if (sqs_delete_batch(t->sqs, P.url, ent, m, res, &e) < 0) {
+            log_ev(LOG_ERROR, "delete failed", "code", e.code, "error", e.message, NULL);
+            for (size_t k = 0; k < m; k++) {
+                if (final) finish(t->del[i + k]);
+                else t->del[keep++] = t->del[i + k];
+            }
+            continue;
+        }
+        for (size_t k = 0; k < m; k++) {
+            if (!res[k].ok)
+                log_ev(LOG_WARN, "delete failed", "id", t->del[i + k]->w.r.id, "code", res[k].code, "error",
+                       res[k].message, NULL);
+            finish(t->del[i + k]);
+        }
+    }
+    t->ndel = keep;
+    t->del_since = time_mono_ms();
+}
+
+/* ChangeMessageVisibilityBatch, 10 entries a call; its[i] (the item of
+ * ent[i]) names the schedule in logs. A failed change only means the
+ * message reappears when its current visibility runs out. */
+static void vis_calls(tail *t, const sqs_handle_entry *ent, item *const *its, size_t n)
+{
+    aws_entry_result res[SQS_BATCH_MAX];
+    aws_err e;
+    for (size_t i = 0; i < n; i += SQS_BATCH_MAX) {
+        size_t m = n - i < SQS_BATCH_MAX ? n - i : SQS_BATCH_MAX;
+        if (sqs_change_visibility_batch(t->sqs, P.url, ent + i, m, res, &e) < 0) {
+            log_ev(LOG_ERROR, "visibility change failed", "code", e.code, "error", e.message, NULL);
+            continue;
+        }
+        for (size_t k = 0; k < m; k++)
+            if (!res[k].ok)
+                log_ev(LOG_WARN, "visibility change failed", "id", its[i + k]->w.r.id, "code", res[k].code, "error",
+                       res[k].message, NULL);
+    }
+}
+
+/* Sets each waiting item's visibility to its ->vis, then forgets it. */
+static void flush_vis(tail *t)
+{
+    sqs_handle_entry *ent = xcalloc(t->nvis, sizeof *ent);
+    for (size_t i = 0; i < t->nvis; i++) ent[i] = (sqs_handle_entry){NULL, t->vis[i]->w.rh, t->vis[i]->vis};
+    vis_calls(t, ent, t->vis, t->nvis);
+    for (size_t i = 0; i < t->nvis; i++) finish(t->vis[i]);
+    t->nvis = 0;
+    free(ent);
+}
+
+/* Extends every held message at half its visibility timeout (see header).
+ * The items cannot go away meanwhile: only this thread frees them. */
+static void extend(tail *t)
+{
+    int64_t now = time_mono_ms();
+    item **v = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&P.rmu);
+    for (item *it = P.reg.rnext; it != &P.reg; it = it->rnext)
+        if (it->ext_at <= now) {
+            it->ext_at = now + (int64_t)P.vis_s * 500;
+            push_ptr((void ***)&v, &n, &cap, it);
+        }
+    pthread_mutex_unlock(&P.rmu);
+    if (n) {
+        log_ev(LOG_INFO, "extending the visibility of held messages", "n", i64s((char[24]){0}, (int64_t)n), NULL);
+        sqs_handle_entry *ent = xcalloc(n, sizeof *ent);
+        for (size_t i = 0; i < n; i++) ent[i] = (sqs_handle_entry){NULL, v[i]->w.rh, P.vis_s};
+        vis_calls(t, ent, v, n);
+        free(ent);
+    }
+    free(v);
+}
+
+static void handle(tail *t, item *it)
+{
+    switch (it->fate) {
+    case F_REPORT:
+        outbox_add(t, it->line);
+        it->line = NULL;
+        item_free(it);
+        return;
+    case F_PUBLISHED:
+        on_published(t, it);
+        /* fall through */
+    case F_DROP:
+        if (!t->ndel) t->del_since = time_mono_ms();
+        push_ptr((void ***)&t->del, &t->ndel, &t->capdel, it);
+        return;
+    case F_FAILED:
+        on_failed(t, it);
+        /* fall through */
+    default:
+        push_ptr((void ***)&t->vis, &t->nvis, &t->capvis, it);
+    }
+}
+
+/* How long the tail may sleep. */
+static int64_t tail_wait_ns(const tail *t)
+{
+    int64_t now = time_mono_ms(), w = t->ext_next - now;
+    if (t->ndel && t->del_since + P.cfg.del_flush_ms - now < w) w = t->del_since + P.cfg.del_flush_ms - now;
+    if (t->nout && w > 20) w = 20;
+    return w * 1000000;
+}
+
+static void *tail_main(void *arg)
+{
+    tail *t = arg;
+    t->ext_next = time_mono_ms() + 1000;
+    for (;;) {
+        pthread_mutex_lock(&P.tmu);
+        if (!P.tq.head && !P.tclosing) cond_wait_ns(&P.tcv, &P.tmu, tail_wait_ns(t));
+        item *jobs = fifo_take_all(&P.tq);
+        int closing = P.tclosing && !jobs;
+        pthread_mutex_unlock(&P.tmu);
+        while (jobs) {
+            item *n = jobs->next;
+            handle(t, jobs);
+            jobs = n;
+        }
+        outbox_flush(t, 0);
+        int64_t now = time_mono_ms();
+        if (t->nvis) flush_vis(t);
+        if (t->ndel >= SQS_BATCH_MAX || (t->ndel && (closing || now - t->del_since >= P.cfg.del_flush_ms)))
+            flush_deletes(t, closing);
+        if (now >= t->ext_next) {
+            extend(t);
+            t->ext_next = now + 1000;
+        }
+        if (closing) break;
+    }
+    /* last reports: a bounded wait for a slow reader */
+    outbox_flush(t, 1000);
+    for (size_t i = 0; i < t->nout; i++) free(t->outbox[i]);
+    if (t->nout) log_ev(LOG_WARN, "reports not sent at exit", "n", i64s((char[24]){0}, (int64_t)t->nout), NULL);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ main thread */
+
+typedef struct {
+    heap h;                     /* held until due - commit-lead */
+    zpipe_in *in;
+    buf_t msg;
+} reader;
+
+/* One input record: held, deferred, passed on or rejected. */
+static void accept_record(reader *r, const char *line, size_t len)
+{
+    char err[512];
+    item *it = xcalloc(1, sizeof *it);
+    sched_wire_init(&it->w);
+    if (sched_wire_read(line, len, &it->w, err, sizeof err) < 0) {
+        log_ev(LOG_ERROR, "input record rejected", "error", err, NULL);
+        COUNT(n_rejected);
+        item_free(it);
+        return;
+    }
+    if (it->w.report) {   /* another stage's report: state-update's, pass it on */
+        it->line = xstrndup(line, len);
+        to_tail(it, F_REPORT);
+        return;
+    }
+    if (!it->w.mid || !it->w.rh) {
+        log_ev(LOG_ERROR, "input record rejected: no SQS message (mid, rh); the input must come from sqs-drain", "id",
+               it->w.r.id, NULL);
+        COUNT(n_rejected);
+        item_free(it);
+        return;
+    }
+    COUNT(n_in);
+    reg_add(it);
+    int64_t ahead = it->w.r.due - time_now_ms();
+    if (ahead > P.cfg.max_hold_ms) {
+        /* rounded down: the message comes back before its time, never after */
+        int64_t s = ahead / 1000;
+        it->vis = s > VIS_MAX ? VIS_MAX : (int)s;
+        log_ev(LOG_DEBUG, "too early: back to the queue", "id", it->w.r.id, "mid", it->w.mid, "vis", log_i64(it->vis), NULL);
+        COUNT(n_deferred);
+        to_tail(it, F_RELEASE);
+        return;
+    }
+    heap_push(&r->h, it);
+}
+
+/* Hands what is due for its commit to the committers; returns the ms until
+ * the next one (-1: nothing held). */
+static int64_t dispatch(reader *r)
+{
+    int64_t now = time_now_ms();
+    while (r->h.n && r->h.v[0]->w.r.due - P.cfg.lead_ms <= now) to_commit(heap_pop(&r->h));
+    return r->h.n ? r->h.v[0]->w.r.due - P.cfg.lead_ms - now : -1;
+}
+
+/* Reads and dispatches until SIGTERM, or until the input ended and
+ * everything held was dispatched. Returns 1 if stopped by a signal, -1 on
+ * an input error, 0 at end of input. */
+static int read_loop(reader *r)
+{
+    int eof = 0;
+    for (;;) {
+        int64_t next = dispatch(r);
+        int timeout = next < 0 ? 1000 : next > 1000 ? 1000 : (int)next;
+        if (eof) {
+            if (next < 0) return 0;
+            if (stage_should_stop()) return 1;
+            struct timespec ts = {timeout / 1000, (timeout % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        int rc = zpipe_in_recv(r->in, &r->msg, timeout);
+        if (rc == ZPIPE_READY) accept_record(r, r->msg.p, r->msg.len);
+        else if (rc == ZPIPE_EOF) eof = 1;
+        else if (rc == ZPIPE_INTR) return 1;
+        else if (rc == ZPIPE_ERR) {
+            log_ev(LOG_ERROR, "input failed", "error", strerror(errno), NULL);
+            return -1;
+        }
+    }
+}
+
+/* SIGTERM: what is not committed goes back to the queue at once. */
+static void hand_back(reader *r)
+{
+    item *it;
+    while ((it = heap_pop(&r->h)) != NULL) release(it, 0);
+    pthread_mutex_lock(&P.cmu);
+    item *q = fifo_take_all(&P.cq);
+    pthread_mutex_unlock(&P.cmu);
+    while (q) {
+        item *n = q->next;
+        release(q, 0);
+        q = n;
+    }
+}
+
+/* ------------------------------------------------------------ setup */
+
+static store *open_store(char *err, size_t errlen, int *code)
+{
+    store_conf c;
+    *code = STAGE_EXIT_USAGE;
+    if (store_conf_env(&c, err, errlen) < 0) return NULL;
+    if (P.cfg.prefix) c.prefix = P.cfg.prefix;
+    *code = STAGE_EXIT_SYSTEM;
+    store *s = store_open(&c, err, errlen);
+    if (!s) return NULL;
+    int rc = store_load(s);
+    if (rc != STORE_OK) {
+        snprintf(err, errlen, "%s", s->err);
+        if (rc == STORE_NOTFOUND) *code = STAGE_EXIT_USAGE;
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* The queue URL and its visibility timeout, through the tail's client. */
+static int open_queue(tail *t, char *err, size_t errlen)
+{
+    const char *url = strcmp(P.cfg.queue, "delay") == 0 ? t->s->queue_url : P.cfg.queue;
+    P.url = xstrdup(url);
+    P.grace_ms = t->s->conf.grace_ms;
+    if (!(t->sqs = store_sqs(t->s))) {
+        snprintf(err, errlen, "%s", t->s->err);
+        return STAGE_EXIT_SYSTEM;
+    }
+    buf_t v = BUF_INIT;
+    aws_err e;
+    if (sqs_get_queue_attribute(t->sqs, P.url, "VisibilityTimeout", &v, &e) < 0) {
+        snprintf(err, errlen, "queue %s: %s: %s", P.url, e.code, e.message);
+        buf_free(&v);
+        return STAGE_EXIT_SYSTEM;
+    }
+    P.vis_s = atoi(buf_str(&v));
+    if (P.vis_s < 2) P.vis_s = 2;
+    buf_free(&v);
+    return 0;
+}
+
+typedef struct {
+    committer *c;
+    publisher *p;
+    tail t;
+} workers;
+
+static int make_workers(workers *w, char *err, size_t errlen, int *code)
+{
+    w->c = xcalloc((size_t)P.cfg.ncommit, sizeof *w->c);
+    w->p = xcalloc((size_t)P.cfg.npublish, sizeof *w->p);
+    if (!(w->t.s = open_store(err, errlen, code))) return -1;
+    if ((*code = open_queue(&w->t, err, errlen)) != 0) return -1;
+    *code = STAGE_EXIT_SYSTEM;
+    for (int i = 0; i < P.cfg.ncommit; i++)
+        if (!(w->c[i].s = open_store(err, errlen, code))) return -1;
+    for (int i = 0; i < P.cfg.npublish; i++)
+        if (!(w->p[i].sns = aws_client_new("sns", err, errlen))) return -1;
+    return 0;
+}
+
+static void free_workers(workers *w)
+{
+    for (int i = 0; w->c && i < P.cfg.ncommit; i++) store_close(w->c[i].s);
+    for (int i = 0; w->p && i < P.cfg.npublish; i++) aws_client_free(w->p[i].sns);
+    store_close(w->t.s);
+    free(w->c);
+    free(w->p);
+    free(w->t.del);
+    free(w->t.vis);
+    free(w->t.outbox);
+}
+
+static int start_workers(workers *w)
+{
+    int ok = pthread_create(&w->t.th, NULL, tail_main, &w->t) == 0;
+    for (int i = 0; ok && i < P.cfg.ncommit; i++) ok = pthread_create(&w->c[i].th, NULL, committer_main, &w->c[i]) == 0;
+    for (int i = 0; ok && i < P.cfg.npublish; i++) ok = pthread_create(&w->p[i].th, NULL, publisher_main, &w->p[i]) == 0;
+    return ok ? 0 : -1;
+}
+
+/* Committers first (nothing new to publish after them), then publishers
+ * (everything committed is published), then the tail (everything is
+ * deleted, handed back and reported). */
+static void stop_workers(workers *w)
+{
+    pthread_mutex_lock(&P.cmu);
+    P.cclosing = 1;
+    pthread_cond_broadcast(&P.ccv);
+    pthread_mutex_unlock(&P.cmu);
+    for (int i = 0; i < P.cfg.ncommit; i++) pthread_join(w->c[i].th, NULL);
+    pthread_mutex_lock(&P.pmu);
+    P.pclosing = 1;
+    pthread_cond_broadcast(&P.pcv);
+    pthread_mutex_unlock(&P.pmu);
+    for (int i = 0; i < P.cfg.npublish; i++) pthread_join(w->p[i].th, NULL);
+    pthread_mutex_lock(&P.tmu);
+    P.tclosing = 1;
+    pthread_cond_broadcast(&P.tcv);
+    pthread_mutex_unlock(&P.tmu);
+    pthread_join(w->t.th, NULL);
+}
+
+static void init_shared(void)
+{
+    pthread_mutex_init(&P.cmu, NULL);
+    pthread_mutex_init(&P.pmu, NULL);
+    pthread_mutex_init(&P.tmu, NULL);
+    pthread_mutex_init(&P.rmu, NULL);
+    pthread_cond_init(&P.ccv, NULL);
+    cond_init_mono(&P.pcv);
+    cond_init_mono(&P.tcv);
+    P.reg.rnext = P.reg.rprev = &P.reg;
+    const char *h = getenv("DELAYER_TEST_CRASH_AFTER_COMMIT");
+    P.crash_after_commit = h && strcmp(h, "1") == 0;
+}
+
+static void log_summary(void)
+{
+    log_ev(LOG_INFO, "stopped", "received", log_i64((int64_t)P.n_in), "published", log_i64((int64_t)P.n_published),
+           "replayed", log_i64((int64_t)P.n_replayed), "dropped", log_i64((int64_t)P.n_dropped), "failed",
+           log_i64((int64_t)P.n_failed), "deferred", log_i64((int64_t)P.n_deferred), "handed_back",
+           log_i64((int64_t)(P.n_released - P.n_deferred)), "rejected", log_i64((int64_t)P.n_rejected), NULL);
+}
+
+int main(int argc, char **argv)
+{
+    stage_opts o;
+    int rc = stage_init(argc, argv, &spec, &o);
+    if (rc != STAGE_RUN) return rc;
+    if ((rc = read_config(&o, &P.cfg)) != 0) return rc;
+    init_shared();
+    char err[768];
+    workers w;
+    memset(&w, 0, sizeof w);
+    reader r;
+    memset(&r, 0, sizeof r);
+    if (make_workers(&w, err, sizeof err, &rc) < 0) {
+        log_ev(LOG_ERROR, "cannot open the deployment", "error", err, NULL);
+        free_workers(&w);
+        free(P.url);
+        return rc;
+    }
+    if ((rc = stage_open(&o, &r.in, &w.t.out)) != 0) {
+        free_workers(&w);
+        free(P.url);
+        return rc;
+    }
+    if (start_workers(&w) < 0) {
+        log_ev(LOG_ERROR, "cannot start threads", NULL);
+        _exit(STAGE_EXIT_SYSTEM);
+    }
+    stage_ready(&o);
+    int how = read_loop(&r);
+    if (how != 0) hand_back(&r);
+    stop_workers(&w);
+    log_summary();
+    zpipe_in_close(r.in);
+    zpipe_out_close(w.t.out);
+    free_workers(&w);
+    free(r.h.v);
+    free(P.ph.v);
+    buf_free(&r.msg);
+    free(P.url);
+    if (how < 0) return STAGE_EXIT_SYSTEM;
+    return how == 0 && P.n_rejected ? STAGE_EXIT_REJECTED : STAGE_EXIT_OK;
+}
