@@ -1149,6 +1149,11 @@ void store_due_rows_free(store_due_rows *r)
     r->n = 0;
 }
 
+static int64_t floor_minute(int64_t ms)
+{
+    return ms >= 0 ? ms / 60000 : -((-ms + 59999) / 60000);
+}
+
 /* "<13 digits>#..." -> due ms. */
 static int64_t due_from_sk(const char *sk)
 {
@@ -1255,6 +1260,15 @@ int store_due_query(store *s, int64_t minute, int shard, int64_t from_ms, int64_
         rc = store_due_page(s, minute, shard, from_ms, to_ms, &lek, out);
     } while (rc == STORE_OK && lek.len);
     buf_free(&lek);
+    return rc;
+}
+
+int store_due_range(store *s, int shard, int64_t from_ms, int64_t to_ms, store_due_rows *out)
+{
+    int rc = STORE_OK;
+    /* One partition per minute: Query each (never a Scan), oldest first. */
+    for (int64_t m = floor_minute(from_ms); m <= floor_minute(to_ms) && rc == STORE_OK; m++)
+        rc = store_due_query(s, m, shard, from_ms, to_ms, out);
     return rc;
 }
 
@@ -2590,7 +2604,7 @@ static int init_config(store *s, buf_t *r)
     int rc = STORE_OK;
     if (ddb_call(s, "PutItem", &req, &resp, &e) == 0) {
         s->since_ms = now;
-        report(r, "created", "config", "config");
+        report(r, "created", "config", s->meta);
     } else if (!aws_err_is(&e, "ConditionalCheckFailedException")) {
         rc = STORE_ERR;
     } else {
@@ -2609,7 +2623,7 @@ static int init_config(store *s, buf_t *r)
             free(s->queue_url), free(s->dlq_url), free(s->events_arn);
             s->queue_url = qu, s->dlq_url = du, s->events_arn = ea;
             buf_t n = BUF_INIT;
-            buf_printf(&n, "config (shards %d, fixed at the first init)", s->conf.shards);
+            buf_printf(&n, "%s (shards %d, fixed at the first init)", s->meta, s->conf.shards);
             report(r, "exists", "config", n.p);
             buf_free(&n);
         }

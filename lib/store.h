@@ -198,6 +198,11 @@ int store_due_page(store *s, int64_t minute, int shard, int64_t from_ms, int64_t
 /* Every page of the same. */
 int store_due_query(store *s, int64_t minute, int shard, int64_t from_ms, int64_t to_ms,
                     store_due_rows *out);
+/* Main pass helper: every minute partition from from_ms's minute to to_ms's,
+ * rows with due in [from_ms, to_ms], oldest minute first. Rows re-entered
+ * at a later index minute (see docs/schema.md) are found by the recovery
+ * pass, which reads whole minutes with store_due_query(INT64_MIN, INT64_MAX). */
+int store_due_range(store *s, int shard, int64_t from_ms, int64_t to_ms, store_due_rows *out);
 void store_due_rows_free(store_due_rows *r);
 
 /* ----------------------------------------------------------- checkpoints */

@@ -114,6 +114,24 @@ test_schedule_fast_track() {
   assertEquals ENQUEUED "$(json_field "$(D get "$id")" state)"
 }
 
+test_fast_track_sqs_down_keeps_it_for_the_scanner() {
+  # SQS unreachable: the schedule is still recorded (NEW, for the scanner)
+  # and the command succeeds with a warning.
+  run env AWS_ENDPOINT_URL_SQS=http://127.0.0.1:9 DELAYER_AWS_MAX_ATTEMPTS=1 \
+    "$BIN/delayer" --prefix "$PFX" schedule --in 20s --topic orders --payload down --id sqs-down
+  assertEquals 0 "$RC"
+  assertEquals sqs-down "$OUT"
+  assertContains "$ERR" "warning: sqs SendMessage"
+  assertEquals NEW "$(json_field "$(D get sqs-down)" state)"
+  assertEquals "no lease" None "$(json_field "$(D get sqs-down)" lease)"
+  printf '%s\n' '{"id":"sqs-down-2","in":"20s","topic":"orders","payload":"x"}' >"$TMPD/down.ndjson"
+  run env AWS_ENDPOINT_URL_SQS=http://127.0.0.1:9 DELAYER_AWS_MAX_ATTEMPTS=1 \
+    "$BIN/delayer" --prefix "$PFX" import <"$TMPD/down.ndjson"
+  assertEquals 0 "$RC"
+  assertContains "$OUT" "imported 1 (0 fast-tracked)"
+  assertEquals NEW "$(json_field "$(D get sqs-down-2)" state)"
+}
+
 test_schedule_idempotent_id() {
   local at id2
   at=$(($(date +%s) + 7200))

@@ -172,6 +172,25 @@ test_recreate_after_delete() {
   assert_unchanged $id HOOK commit $id msg-old "$old"
 }
 
+test_expired_records_are_invisible() {
+  # A final record whose TTL has passed (DynamoDB deletes it "within a few
+  # days") is ignored by every read, and its id may be used again.
+  new_sched c-exp >/dev/null
+  DELAYER_RETENTION=1s D cancel c-exp >/dev/null
+  assertEquals CANCELLED "$(state c-exp)"
+  sleep 2.2
+  assertNotNull "still stored" "$(attr c-exp expires)"
+  assert_unchanged c-exp D get c-exp
+  assertEquals 3 "$RC"
+  assert_unchanged c-exp D cancel c-exp
+  assertEquals 3 "$RC"
+  assertNotContains "$(D list --state CANCELLED --since 1h)" '"c-exp"'
+  run D schedule --in 2h --topic t --payload again --id c-exp
+  assertEquals 0 "$RC"
+  assertEquals NEW "$(state c-exp)"
+  assertEquals "" "$(attr c-exp expires)"
+}
+
 test_two_concurrent_cancels() {
   local i a b wins
   for i in 1 2 3 4 5; do
