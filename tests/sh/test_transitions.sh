@@ -231,19 +231,16 @@ test_cancel_races_commit() {
   assertEquals 10 $((cancelled + published))
 }
 
-test_counters_follow_transitions() {
-  # The CLI's own transitions keep the counters equal to a recount.
-  local a b
-  a=$(D stats --json --by-topic)
-  b=$(D stats --json --by-topic --recount)
-  # Stage transitions done through the hook are not counted by the CLI
-  # (state-update counts those): compare only after the recount, and check
-  # that the recount equals list --count per state.
+test_recount_matches_the_table() {
+  # Stage transitions done through the hook are counted by state-update in
+  # the pipeline, not here; after a recount the counters equal list --count
+  # for every state.
+  local b
+  b=$(D stats --json --recount)
   for s in NEW ENQUEUED PUBLISHED CANCELLED FAILED INVALID; do
     assertEquals "$s" "$(D list --state $s --count)" \
       "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["states"][sys.argv[2]])' "$b" "$s")"
   done
-  : "$a"
 }
 
 . /usr/share/shunit2/shunit2
