@@ -811,7 +811,7 @@ int store_get(store *s, const char *id, sched_rec *out)
     return rc;
 }
 
-/* The member list of d's `map` token that is named `name`, or -1. */
+/* json_get, named for reading nested reply members (-1 propagates). */
 static int member(json_doc *d, int obj, const char *name)
 {
     return json_get(d, obj, name);
@@ -1119,8 +1119,6 @@ int store_send_batch(store *s, sched_rec *const *recs, size_t n, int *ok)
     while (i < n) {
         size_t j = i, total = 0, m = 0;
         while (j < n && m < SQS_BATCH_MAX && (m == 0 || total + bodies[j].len <= SQS_BODY_MAX)) {
-            char *idbuf = NULL;
-            (void)idbuf;
             ent[m] = (sqs_send_entry){NULL, bodies[j].p, delay_seconds(recs[j]->due, now), NULL, 0};
             total += bodies[j].len;
             j++, m++;
@@ -1162,7 +1160,7 @@ static int64_t due_from_sk(const char *sk)
     return v;
 }
 
-static int due_rows_from(store *s, json_doc *d, store_due_rows *out)
+static void due_rows_from(json_doc *d, store_due_rows *out)
 {
     int items = json_get(d, 0, "Items");
     buf_t tmp = BUF_INIT;
@@ -1178,8 +1176,6 @@ static int due_rows_from(store *s, json_doc *d, store_due_rows *out)
         out->v[out->n++] = row;
     }
     buf_free(&tmp);
-    (void)s;
-    return 0;
 }
 
 /* Copies the reply's LastEvaluatedKey (raw JSON) into lek, or empties it. */
@@ -1239,7 +1235,7 @@ int store_due_page(store *s, int64_t minute, int shard, int64_t from_ms, int64_t
         if (json_parse(&d, resp.p, resp.len) < 0) {
             rc = fail(s, "dynamodb Query: bad reply: %s", d.err);
         } else {
-            due_rows_from(s, &d, out);
+            due_rows_from(&d, out);
             take_lek(&d, lek);
         }
         json_free(&d);
