@@ -10,7 +10,8 @@ CC        ?= cc
 OPT       ?= -O2
 CFLAGS    ?= $(OPT) -g
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-CPPFLAGS  += -std=c11 -D_GNU_SOURCE -DDELAYER_VERSION='"$(VERSION)"' -Ilib
+CPPFLAGS  += -std=c11 -D_GNU_SOURCE -DDELAYER_VERSION='"$(VERSION)"' -iquote lib
+# -iquote: lib/sched.h must not shadow the system <sched.h>
 LDLIBS    += -lcurl -lssl -lcrypto -lzmq -lm
 ifeq ($(SAN),1)
 CFLAGS    += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -6,11 +6,6 @@
  *
  * Errors: functions returning -1 write one line "<field>: <problem>" into
  * err (user text quoted in it has control characters replaced by '?'). */
-/* The build puts lib/ on the include path (-Ilib), so this file also
- * answers system includes of <sched.h> (pthread.h, OpenSSL...). Pull in the
- * system header first so those keep working; our names all start with
- * sched_ followed by words glibc does not use. */
-#include_next <sched.h>
 #ifndef DELAYER_SCHED_H
 #define DELAYER_SCHED_H
 #include <stddef.h>
