@@ -396,8 +396,18 @@ static void nap(int64_t until_mono)
     }
 }
 
-/* Shards s with s % n == i, each from its checkpoint (or, before the first
- * one, from the minute the deployment was initialised). */
+/* Where a shard without a checkpoint starts: before the deployment existed.
+ * A schedule may be created due up to its writer's grace in the past (and
+ * a fast-tracked one whose sender died stays at that minute), so start an
+ * hour (or grace + 1 min) before init: a few empty Queries, once. */
+static int64_t first_minute(const store *s, int64_t now)
+{
+    int64_t since = s->since_ms ? s->since_ms : now;
+    return floor_div(since - max64(3600000, s->conf.grace_ms + MINUTE_MS), MINUTE_MS);
+}
+
+/* Shards s with s % n == i, each from its checkpoint (first_minute before
+ * the first one is written). */
 static int shards_init(scanner *sc, const scan_opts *so)
 {
     int total = sc->s->conf.shards;
@@ -407,7 +417,7 @@ static int shards_init(scanner *sc, const scan_opts *so)
         shard_st *st = &sc->sh[sc->nsh++];
         st->shard = s;
         int rc = store_ckpt_get(sc->s, s, &st->ckpt);
-        if (rc == STORE_NOTFOUND) st->ckpt = floor_div(sc->s->since_ms ? sc->s->since_ms : now, MINUTE_MS);
+        if (rc == STORE_NOTFOUND) st->ckpt = first_minute(sc->s, now);
         else if (rc != STORE_OK) {
             log_ev(LOG_ERROR, "cannot read the checkpoint", "shard", log_i64(s), "error", sc->s->err, NULL);
             return -1;

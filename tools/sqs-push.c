@@ -47,6 +47,7 @@ typedef struct {
     char from[16];      /* "NEW" / "ENQUEUED" from the scanner, "" if absent */
     buf_t body;
     int done;           /* 1 once SQS accepted it */
+    int delay;          /* DelaySeconds of the last try */
     int fatal;          /* SQS refused the content itself: never retried */
     char mid[128];
     char err[704];
@@ -226,8 +227,10 @@ static void send_some(pusher *p, item **its, size_t m)
     aws_entry_result res[SQS_BATCH_MAX];
     aws_err e;
     int64_t now = time_now_ms();
-    for (size_t k = 0; k < m; k++)
-        ent[k] = (sqs_send_entry){NULL, its[k]->body.p, delay_seconds(its[k]->w.r.due, now), NULL, 0};
+    for (size_t k = 0; k < m; k++) {
+        its[k]->delay = delay_seconds(its[k]->w.r.due, now);
+        ent[k] = (sqs_send_entry){NULL, its[k]->body.p, its[k]->delay, NULL, 0};
+    }
     p->calls++;
     if (sqs_send_batch(p->sqs, p->s->queue_url, ent, m, res, &e) < 0) {
         for (size_t k = 0; k < m; k++)
@@ -278,7 +281,7 @@ static void flush(pusher *p)
         const char *id = it->w.r.id;
         if (it->done) {
             p->pushed++;
-            log_ev(LOG_DEBUG, "pushed", "id", id, "mid", it->mid, NULL);
+            log_ev(LOG_DEBUG, "pushed", "id", id, "mid", it->mid, "delay_s", log_i64(it->delay), NULL);
             report(p, it, "pushed");
         } else if (it->fatal) {
             p->invalid++;
