@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# test_stage_state_update: state-update against the local stack, fed report
+# lines on stdin as the stages would send them: counters follow pushed and
+# published exactly; push_failed puts a claim back to NEW; dead ends FAILED
+# and deletes the dead-letter message; invalid ends INVALID; replays change
+# nothing; lifecycle events reach a queue subscribed to the events topic,
+# and none with --no-events / DELAYER_EVENTS=0.
+REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
+cd "$REPO" || exit 1
+. tests/lib/stack.sh
+. tests/lib/cli.sh
+PFX=$(new_prefix)
+
+oneTimeSetUp() {
+  stack_start || return 1
+  export DELAYER_EVENTS=0   # the CLI's own events stay out of the events queue
+  D init --topic t >/dev/null || return 1
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/delayer-update.XXXXXX")
+  events_queue || return 1
+}
+
+oneTimeTearDown() {
+  [ -n "${WORK:-}" ] && rm -rf -- "$WORK"
+  cli_cleanup
+  stack_stop
+}
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+jget() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+queue_url() { "$BIN/aws-call" sqs GetQueueUrl "{\"QueueName\":\"$1\"}" | jget QueueUrl; }
+
+# A queue subscribed to the events topic (SNS envelope: the attributes are
+# in the body's MessageAttributes).
+events_queue() {
+  local topic qarn
+  topic=$("$BIN/aws-call" sns CreateTopic "Name=$PFX-events" | sed -n 's:.*<TopicArn>\(.*\)</TopicArn>.*:\1:p')
+  EVQ=$("$BIN/aws-call" sqs CreateQueue "{\"QueueName\":\"$PFX-evq\"}" | jget QueueUrl) || return 1
+  qarn=$("$BIN/aws-call" sqs GetQueueAttributes "{\"QueueUrl\":\"$EVQ\",\"AttributeNames\":[\"QueueArn\"]}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Attributes"]["QueueArn"])')
+  [ -n "$topic" ] && [ -n "$qarn" ] &&
+    "$BIN/aws-call" sns Subscribe "TopicArn=$topic" Protocol=sqs "Endpoint=$qarn" >/dev/null
+}
+
+# events MAX_S WANT: "ID EVENT_TYPE" of every event received within MAX_S
+# seconds (stops early once WANT lines came).
+events() {
+  local end=$(($(date +%s) + $1)) got="" more
+  while [ "$(date +%s)" -lt "$end" ] && [ "$(printf '%s' "$got" | grep -c .)" -lt "$2" ]; do
+    more=$("$BIN/aws-call" sqs ReceiveMessage \
+      "{\"QueueUrl\":\"$EVQ\",\"MaxNumberOfMessages\":10,\"WaitTimeSeconds\":1}" | python3 -c '
+import json, sys
+for m in json.load(sys.stdin).get("Messages", []):
+    env = json.loads(m["Body"])
+    body = json.loads(env["Message"])
+    et = env.get("MessageAttributes", {}).get("event_type", {}).get("Value", "?")
+    assert et == body["event"], (et, body)
+    print(body["id"], et)')
+    got=$(printf '%s\n%s' "$got" "$more" | grep .)
+  done
+  printf '%s\n' "$got" | grep . | sort
+}
+
+sched() { D schedule --in 2h --topic t --payload "payload of $1" --id "$1" >/dev/null; }
+
+# attr ID NAME: the attribute's S/N value in the raw item ("" if absent).
+attr() {
+  HOOK item "$1" | python3 -c '
+import json, sys
+v = json.load(sys.stdin).get(sys.argv[1])
+print("" if v is None else v.get("S", v.get("N", json.dumps(v))))' "$2"
+}
+
+# rep ID REPORT [KEY=VALUE]...: the report line a stage would send for the
+# record as it is in the table (numbers for lease/rc).
+rep() {
+  local id=$1
+  shift
+  HOOK item "$id" | python3 -c '
+import json, sys
+it = json.load(sys.stdin)
+r = {"id": it["id"]["S"], "due": int(it["due"]["N"]), "topic": it["topic"]["S"], "nopayload": True,
+     "attrs": {}, "chash": it["chash"]["S"], "lease": int(it.get("lease", {"N": "0"})["N"]),
+     "report": sys.argv[1]}
+for kv in sys.argv[2:]:
+    k, v = kv.split("=", 1)
+    r[k] = int(v) if k in ("lease", "rc") else v
+print(json.dumps(r))' "$@"
+}
+
+# upd [ARGS]: state-update over stdin, outcomes on stdout.
+upd() { "$BIN/state-update" --prefix "$PFX" --in - --out - "$@" 2>>"$WORK/upd.log"; }
+
+# The counter of STATE (stats --json).
+count() { D stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["states"][sys.argv[1]])' "$1"; }
+counts() { echo "$(count NEW) $(count ENQUEUED) $(count PUBLISHED) $(count FAILED) $(count INVALID)"; }
+# add "N E P F I" "dN dE dP dF dI"
+add() { python3 -c 'import sys; a=sys.argv[1].split(); d=sys.argv[2].split(); print(" ".join(str(int(x)+int(y)) for x,y in zip(a,d)))' "$1" "$2"; }
+
+results() { python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    print(r["id"], r["report"], r["result"])'; }
+
+test_pushed_and_published_update_counters_exactly() {
+  local before lease out
+  sched c1
+  sched c2
+  before=$(counts)
+  lease=$(($(now_ms) + 60000))
+  HOOK claim c1 $lease >/dev/null
+  HOOK claim c2 $lease >/dev/null
+  out=$({ rep c1 pushed from=NEW mid=m-c1; rep c2 pushed from=NEW mid=m-c2; } | upd)
+  assertEquals "c1 pushed applied
+c2 pushed applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals "NEW -2, ENQUEUED +2" "$(add "$before" "-2 2 0 0 0")" "$(counts)"
+  HOOK commit c1 q-c1 >/dev/null
+  HOOK commit c2 q-c2 >/dev/null
+  out=$({ rep c1 published mid=q-c1 rc=1; rep c2 published mid=q-c2 rc=1; } | upd)
+  assertEquals "c1 published applied
+c2 published applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals "ENQUEUED -2, PUBLISHED +2" "$(add "$before" "-2 0 2 0 0")" "$(counts)"
+  # A re-claim's report (from ENQUEUED) does not count NEW -> ENQUEUED again.
+  sched c3
+  HOOK claim c3 $lease >/dev/null
+  before=$(counts)
+  rep c3 pushed from=ENQUEUED mid=m-c3 | upd >/dev/null
+  assertEquals "a re-claim moves no counter" "$before" "$(counts)"
+}
+
+test_push_failed_puts_the_claim_back_to_new() {
+  local before lease out
+  sched p1
+  sched p2
+  before=$(counts)
+  lease=$(($(now_ms) + 60000))
+  HOOK claim p1 $lease >/dev/null
+  HOOK claim p2 $lease >/dev/null
+  out=$({ rep p1 push_failed from=NEW "error=ServiceUnavailable: try later";
+          rep p2 push_failed from=NEW lease=$((lease + 1)) "error=X: y"; } | upd)
+  assertEquals "p1 push_failed applied
+p2 push_failed unchanged" "$(printf '%s\n' "$out" | results)"
+  assertEquals "back to NEW" NEW "$(attr p1 state)"
+  assertEquals "lease removed" "" "$(attr p1 lease)"
+  assertEquals "another claim's lease: untouched" ENQUEUED "$(attr p2 state)"
+  assertEquals "a first claim was never counted: no counter moves" "$before" "$(counts)"
+  # A counted claim (pushed from NEW) that then fails moves ENQUEUED -> NEW.
+  rep p2 pushed from=NEW mid=m-p2 | upd >/dev/null
+  assertEquals "$(add "$before" "-1 1 0 0 0")" "$(counts)"
+  rep p2 push_failed from=ENQUEUED "error=X: y" | upd >/dev/null
+  assertEquals NEW "$(attr p2 state)"
+  assertEquals "$before" "$(counts)"
+}
+
+test_dead_marks_failed_and_deletes_the_dlq_message() {
+  local lease dlq msg mid rh before line out n
+  sched d1
+  lease=$(($(now_ms) + 60000))
+  HOOK claim d1 $lease >/dev/null
+  # sns-publish committed, SNS refused, the message went round until the DLQ.
+  HOOK commit d1 q-d1 >/dev/null
+  HOOK unpublish d1 q-d1 "NotFound: Topic does not exist" $lease >/dev/null
+  dlq=$(queue_url "$PFX-dead")
+  "$BIN/aws-call" sqs SendMessage "$(python3 -c 'import json,sys; print(json.dumps({"QueueUrl": sys.argv[1], "MessageBody": sys.argv[2]}))' \
+    "$dlq" "$(rep d1 x | python3 -c 'import json,sys; r=json.load(sys.stdin); del r["report"]; print(json.dumps(r))')")" >/dev/null
+  msg=$("$BIN/aws-call" sqs ReceiveMessage "{\"QueueUrl\":\"$dlq\",\"WaitTimeSeconds\":2,\"VisibilityTimeout\":1}")
+  mid=$(printf '%s' "$msg" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Messages"][0]["MessageId"])')
+  rh=$(printf '%s' "$msg" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Messages"][0]["ReceiptHandle"])')
+  before=$(counts)
+  line=$(rep d1 dead "mid=$mid" "rh=$rh" rc=5)
+  out=$(printf '%s\n' "$line" | upd)
+  assertEquals "d1 dead applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals FAILED "$(attr d1 state)"
+  assertEquals "the last publish error is kept" "NotFound: Topic does not exist" "$(attr d1 last_error)"
+  assertEquals "ENQUEUED -> FAILED" "$(add "$before" "0 -1 0 1 0")" "$(counts)"
+  sleep 1.5   # past the visibility timeout: an undeleted message would be back
+  n=$("$BIN/aws-call" sqs GetQueueAttributes \
+    "{\"QueueUrl\":\"$dlq\",\"AttributeNames\":[\"ApproximateNumberOfMessages\",\"ApproximateNumberOfMessagesNotVisible\"]}" |
+    python3 -c 'import json,sys; a=json.load(sys.stdin)["Attributes"]; print(int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"]))')
+  assertEquals "the DLQ message was deleted" 0 "$n"
+  # A dead report for a schedule still waiting (the store says so) that
+  # carries its own error.
+  sched d2
+  HOOK claim d2 $lease >/dev/null
+  rep d2 dead "error=KMS.Disabled: key disabled" rc=5 | upd >/dev/null
+  assertEquals FAILED "$(attr d2 state)"
+  assertEquals "KMS.Disabled: key disabled" "$(attr d2 last_error)"
+}
+
+test_invalid_marks_invalid() {
+  local before out
+  sched i1
+  before=$(counts)
+  # An "invalid" report may carry nothing but the id and the error.
+  out=$(printf '%s\n' '{"id":"i1","report":"invalid","error":"payload: not valid UTF-8"}' | upd)
+  assertEquals "i1 invalid applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals INVALID "$(attr i1 state)"
+  assertEquals "payload: not valid UTF-8" "$(attr i1 last_error)"
+  assertEquals "NEW -> INVALID" "$(add "$before" "-1 0 0 0 1")" "$(counts)"
+}
+
+test_replayed_reports_change_nothing() {
+  local lease lines before items out
+  for i in r1 r2 r3 r4; do sched $i; done
+  lease=$(($(now_ms) + 60000))
+  for i in r1 r2 r3; do HOOK claim $i $lease >/dev/null; done
+  HOOK commit r2 q-r2 >/dev/null
+  lines=$(rep r1 pushed from=NEW mid=m-r1; rep r2 published mid=q-r2 rc=1; rep r3 push_failed from=NEW "error=X: y";
+          echo '{"id":"r4","report":"invalid","error":"attrs: bad"}')
+  # The same reports twice in one stream: the second copy changes nothing.
+  before=$(counts)
+  out=$(printf '%s\n%s\n' "$lines" "$lines" | upd)
+  assertEquals "r1 pushed applied
+r2 published applied
+r3 push_failed applied
+r4 invalid applied
+r1 pushed unchanged
+r2 published unchanged
+r3 push_failed unchanged
+r4 invalid unchanged" "$(printf '%s\n' "$out" | results)"
+  # (r1 NEW->ENQUEUED, r2 ENQUEUED->PUBLISHED (never counted ENQUEUED: it
+  # had no pushed report), r4 NEW->INVALID)
+  assertEquals "$(add "$before" "-2 0 1 0 1")" "$(counts)"
+  # Again, by another process: the conditional transitions change nothing.
+  before=$(counts)
+  items=$(for i in r3 r4; do HOOK item $i; done)
+  out=$(printf '%s\n' "$lines" | grep -v '"pushed"\|"published"' | upd)
+  assertEquals "r3 push_failed unchanged
+r4 invalid unchanged" "$(printf '%s\n' "$out" | results)"
+  assertEquals "records unchanged" "$items" "$(for i in r3 r4; do HOOK item $i; done)"
+  assertEquals "counters unchanged" "$before" "$(counts)"
+}
+
+test_bad_report_lines_are_skipped() {
+  local out rc
+  sched b1
+  out=$(printf '%s\n' 'not json' '{"id":"b1"}' '{"report":"pushed"}' '{"id":"b1","report":"pushed"}' \
+    '{"id":"b1","report":"invalid","error":"x: y"}' | upd)
+  rc=$?
+  assertEquals "exit 1: some lines rejected" 1 "$rc"
+  assertEquals "the good line is applied" "b1 invalid applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals 4 "$(grep -c 'msg="bad report"' "$WORK/upd.log")"
+}
+
+test_events_reach_the_events_topic() {
+  local lease out ev
+  for i in e1 e2 e3; do sched $i; done
+  lease=$(($(now_ms) + 60000))
+  HOOK claim e1 $lease >/dev/null
+  HOOK claim e3 $lease >/dev/null
+  out=$({ rep e1 pushed from=NEW mid=m-e1; } | DELAYER_EVENTS=1 upd)
+  HOOK commit e1 q-e1 >/dev/null
+  out=$({ rep e1 published mid=q-e1 rc=1; echo '{"id":"e2","report":"invalid","error":"x: y"}';
+          rep e3 dead rc=5 "error=NotFound: gone"; } | DELAYER_EVENTS=1 upd)
+  ev=$(events 15 4)
+  assertEquals "e1 schedule.enqueued
+e1 schedule.published
+e2 schedule.invalid
+e3 schedule.failed" "$ev"
+  : "$out"
+}
+
+test_no_events_when_switched_off() {
+  local lease
+  for i in n1 n2 n3; do sched $i; done
+  lease=$(($(now_ms) + 60000))
+  HOOK claim n1 $lease >/dev/null
+  rep n1 pushed from=NEW mid=m-n1 | DELAYER_EVENTS=1 upd --no-events >/dev/null
+  printf '%s\n' '{"id":"n2","report":"invalid","error":"x: y"}' | upd >/dev/null   # DELAYER_EVENTS=0
+  assertEquals INVALID "$(attr n2 state)"
+  assertEquals "no event" "" "$(events 3 1)"
+}
+
+. /usr/share/shunit2/shunit2
