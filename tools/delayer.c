@@ -8,6 +8,7 @@
  * "delayer: <field>: <problem>". Exit codes: see EXIT_* and `delayer help`. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include "buf.h"
 #include "json.h"
 #include "sched.h"
+#include "sns.h"
+#include "sqs.h"
 #include "store.h"
 #include "timeutil.h"
 
@@ -114,6 +117,14 @@ static const help_entry helps[] = {
     {"delete", "delayer delete ID",
      "Removes the record (whatever its state; a waiting schedule is then never\n"
      "published) and prints its id. Exit 3 if there is no such record.\n"},
+    {"watch", "delayer watch --topic TOPIC [--json] [--count N] [--timeout DURATION]",
+     "Subscribes a temporary SQS queue (raw delivery) to the topic and prints\n"
+     "each arriving message: arrival time, due time, lateness (arrival minus\n"
+     "due; arrival is the queue's SentTimestamp), id and the start of the\n"
+     "payload; --json prints NDJSON {id, due, arrived, late_ms, attempt,\n"
+     "payload}. Runs until Ctrl-C/SIGTERM, or until N messages (--count) or\n"
+     "--timeout; removes its queue and subscription on exit. Exit 1 if\n"
+     "--count was not reached before --timeout.\n"},
     {"retry", "delayer retry ID | delayer retry --state FAILED [--since DURATION | --from T --to T]\n"
               "                                     [--topic TOPIC] [--error-prefix P] [--limit N]",
      "Sends FAILED schedules again at once (state ENQUEUED; their due time,\n"
@@ -1324,6 +1335,164 @@ static int import_main(store *s, int print_ids)
     return im.system_error ? EXIT_SYSTEM : im.bad ? EXIT_REFUSED : EXIT_OK;
 }
 
+
+/* ----------------------------------------------------------------- watch */
+
+static volatile sig_atomic_t watch_stop;
+static void watch_signal(int sig) { (void)sig; watch_stop = 1; }
+
+/* One arrival: lateness is SentTimestamp (when SNS put it in our queue)
+ * minus delayer.due, so the poll interval of watch itself is not counted. */
+static void watch_print(const sqs_message *m, int json, int64_t now)
+{
+    const char *id = aws_pairs_get(&m->attrs, "delayer.id");
+    const char *due_s = aws_pairs_get(&m->attrs, "delayer.due");
+    const char *attempt = aws_pairs_get(&m->attrs, "delayer.attempt");
+    int64_t due = 0, arrived = m->sent_ms ? m->sent_ms : now;
+    char err[128], arr_s[32];
+    int have_due = due_s && time_parse_at(due_s, &due, err, sizeof err) == 0;
+    time_fmt(arrived, arr_s);
+    if (json) {
+        buf_t b = BUF_INIT;
+        json_w w;
+        jw_init(&w, &b);
+        jw_obj(&w);
+        jw_key(&w, "id");
+        if (id) jw_str(&w, id); else jw_null(&w);
+        jw_key(&w, "due");
+        if (have_due) jw_str(&w, due_s); else jw_null(&w);
+        jw_key(&w, "arrived");
+        jw_str(&w, arr_s);
+        jw_key(&w, "late_ms");
+        if (have_due) jw_i64(&w, arrived - due); else jw_null(&w);
+        jw_key(&w, "attempt");
+        if (attempt) jw_str(&w, attempt); else jw_null(&w);
+        jw_key(&w, "payload");
+        jw_str(&w, m->body ? m->body : "");
+        jw_obj_end(&w);
+        printf("%s\n", b.p);
+        buf_free(&b);
+    } else {
+        char q[64];
+        sched_quote(q, sizeof q, m->body ? m->body : "", 40);
+        if (have_due)
+            printf("%s  due %s  late %+6lld ms  %s  %s\n", arr_s, due_s, (long long)(arrived - due), id ? id : "-", q);
+        else
+            printf("%s  (not a delayer message)  %s\n", arr_s, q);
+    }
+    fflush(stdout);
+}
+
+/* Subscribes a temporary queue (raw delivery) to the topic, prints what
+ * arrives, and removes both on exit (SIGINT/SIGTERM, --count, --timeout). */
+static int watch_run(store *s, const char *topic_arn, int json, long count, int64_t timeout_ms)
+{
+    aws_client *sqs = store_sqs(s), *sns = store_sns(s);
+    if (!sqs || !sns) return die(EXIT_SYSTEM, "%s", s->err);
+    char name[80], rnd[SCHED_ULID_LEN + 1];
+    if (sched_ulid(rnd, time_now_ms()) < 0) return die(EXIT_SYSTEM, "watch: no randomness");
+    snprintf(name, sizeof name, "%s-watch-%.10s", s->prefix, rnd + 16);
+    buf_t url = BUF_INIT, arn = BUF_INIT, sub = BUF_INIT, policy = BUF_INIT;
+    aws_err e;
+    int code = EXIT_OK;
+    if (sqs_create_queue(sqs, name, NULL, 0, &url, &e) < 0 ||
+        sqs_get_queue_attribute(sqs, url.p, "QueueArn", &arn, &e) < 0) {
+        code = die(EXIT_SYSTEM, "watch: cannot create a queue: %s: %s", e.code, e.message);
+        goto out;
+    }
+    /* On real AWS the topic needs the queue's permission to deliver. */
+    buf_printf(&policy,
+               "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":{\"Service\":"
+               "\"sns.amazonaws.com\"},\"Action\":\"sqs:SendMessage\",\"Resource\":\"%s\",\"Condition\":{"
+               "\"ArnEquals\":{\"aws:SourceArn\":\"%s\"}}}]}", arn.p, topic_arn);
+    aws_kv pol = {"Policy", policy.p};
+    aws_kv raw = {"RawMessageDelivery", "true"};
+    if (sqs_set_queue_attributes(sqs, url.p, &pol, 1, &e) < 0 ||
+        sns_subscribe(sns, topic_arn, "sqs", arn.p, &raw, 1, &sub, &e) < 0) {
+        code = die(EXIT_SYSTEM, "watch: cannot subscribe: %s: %s", e.code, e.message);
+        goto cleanup;
+    }
+    fprintf(stderr, "delayer: watching %s (Ctrl-C to stop)\n", topic_arn);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = watch_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int64_t end = timeout_ms > 0 ? time_mono_ms() + timeout_ms : 0;
+    long seen = 0;
+    sqs_messages msgs = {0};
+    while (!watch_stop && (count <= 0 || seen < count) && (!end || time_mono_ms() < end)) {
+        /* short polls so Ctrl-C is honoured within a second */
+        if (sqs_receive(sqs, url.p, 10, 1, -1, &msgs, &e) < 0) {
+            if (watch_stop) break;
+            code = die(EXIT_SYSTEM, "watch: receive: %s: %s", e.code, e.message);
+            break;
+        }
+        int64_t now = time_now_ms();
+        for (size_t i = 0; i < msgs.n; i++) {
+            watch_print(&msgs.v[i], json, now);
+            sqs_delete_message(sqs, url.p, msgs.v[i].receipt_handle, &e);
+            seen++;
+        }
+    }
+    sqs_messages_free(&msgs);
+    if (count > 0 && seen < count && code == EXIT_OK && !watch_stop)
+        code = die(EXIT_REFUSED, "watch: timeout after %ld of %ld messages", seen, count);
+cleanup:
+    if (sub.len) sns_unsubscribe(sns, sub.p, &e);
+    sqs_delete_queue(sqs, url.p, &e);
+out:
+    buf_free(&url);
+    buf_free(&arn);
+    buf_free(&sub);
+    buf_free(&policy);
+    return code;
+}
+
+static int cmd_watch(args *a, globals *g)
+{
+    const char *topic = NULL, *v;
+    int json = 0, code = EXIT_OK, r;
+    long count = 0;
+    int64_t timeout_ms = 0;
+    char err[160];
+    while (a->i < a->argc && code == EXIT_OK) {
+        if (global_opt(a, g, &code)) continue;
+        if ((r = opt_val(a, "--topic", &topic))) {
+            if (r < 0) code = EXIT_USAGE;
+            continue;
+        }
+        if ((r = opt_val(a, "--count", &v))) {
+            char *end;
+            if (r < 0) code = EXIT_USAGE;
+            else if ((count = strtol(v, &end, 10)) <= 0 || *end)
+                code = die(EXIT_USAGE, "count: must be a positive integer");
+            continue;
+        }
+        if ((r = opt_val(a, "--timeout", &v))) {
+            if (r < 0) code = EXIT_USAGE;
+            else if (time_parse_duration(v, &timeout_ms, err, sizeof err) < 0)
+                code = die(EXIT_USAGE, "timeout: %s", err);
+            continue;
+        }
+        if (opt_flag(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        code = unknown_opt(a);
+    }
+    if (code == EXIT_OK && !topic) code = die(EXIT_USAGE, "topic: missing (usage: %s)", help_find("watch")->usage);
+    store *s = code == EXIT_OK ? open_store(g, 1, &code) : NULL;
+    if (s) {
+        buf_t arn = BUF_INIT;
+        int rc = store_topic_resolve(s, topic, &arn);
+        code = rc == STORE_OK ? watch_run(s, arn.p, json, count, timeout_ms) : store_exit(s, rc);
+        buf_free(&arn);
+    }
+    close_store(s);
+    return code;
+}
+
 /* ------------------------------------------------------------------ main */
 
 typedef struct {
@@ -1334,7 +1503,7 @@ typedef struct {
 static const command commands[] = {
     {"init", cmd_init},     {"schedule", cmd_schedule}, {"import", cmd_import}, {"get", cmd_get},
     {"cancel", cmd_cancel}, {"list", cmd_list},         {"stats", cmd_stats},   {"delete", cmd_delete},
-    {"retry", cmd_retry},
+    {"retry", cmd_retry},   {"watch", cmd_watch},
 };
 
 int main(int argc, char **argv)
