@@ -14,12 +14,16 @@
  *   published       sns-publish committed and SNS accepted: counters
  *                   ENQUEUED -> PUBLISHED; event schedule.published.
  *   publish_failed  sns-publish already wrote the revert to ENQUEUED: event
- *                   schedule.enqueued carrying the error; no counter.
+ *                   schedule.enqueued carrying the error; no counter (and
+ *                   nothing when "state" says the revert failed: the commit
+ *                   stands and the redelivery publishes).
  *   dead            sqs-drain read it from the dead-letter queue ("rh" = its
  *                   receipt handle): store_fail (ENQUEUED -> FAILED with the
  *                   last publish error), counters, event schedule.failed;
  *                   then the DLQ message is deleted: only once the write
- *                   succeeded or the record showed it is already elsewhere.
+ *                   succeeded or the record showed it is already elsewhere
+ *                   (deleting one sqs-drain already deleted is harmless).
+ * "attempts" (sns-publish) or "rc" (SQS receive count) go into the events.
  *   invalid         store_invalid (NEW/ENQUEUED -> INVALID), counters, event.
  * Every write is conditional: a replayed report fails the condition and
  * changes nothing ("unchanged"). pushed/published write nothing, so their
@@ -116,7 +120,9 @@ typedef struct {
  * a complete wire record). */
 typedef struct {
     char report[32];
-    char from[16];
+    char from[16];           /* "from": the state a claim came from */
+    char state[16];          /* "state": publish_failed, the record's state now */
+    int64_t attempts;        /* "attempts": sns-publish's count, 0 if absent */
     char *id;                /* owned */
     char *error;             /* owned, NULL if absent */
 } peek_t;
@@ -157,11 +163,20 @@ static char *member_str(json_doc *d, const char *key, buf_t *tmp)
     return xstrdup(buf_str(tmp));
 }
 
+/* Copies string member key into out[outlen] ("" when absent or too long). */
+static void member_copy(json_doc *d, const char *key, buf_t *tmp, char *out, size_t outlen)
+{
+    char *v = member_str(d, key, tmp);
+    out[0] = '\0';
+    if (v && strlen(v) < outlen) memcpy(out, v, strlen(v) + 1);
+    free(v);
+}
+
 static int peek(const buf_t *msg, peek_t *pk, char *err, size_t errlen)
 {
     json_doc d;
     buf_t tmp = BUF_INIT;
-    char *rep = NULL, *from = NULL;
+    char *rep = NULL;
     int rc = -1;
     memset(pk, 0, sizeof *pk);
     if (json_parse(&d, msg->p, msg->len) < 0 || json_type(&d, 0) != JSON_OBJ) {
@@ -172,13 +187,13 @@ static int peek(const buf_t *msg, peek_t *pk, char *err, size_t errlen)
         snprintf(err, errlen, "id: missing");
     } else {
         snprintf(pk->report, sizeof pk->report, "%s", rep);
-        if ((from = member_str(&d, "from", &tmp)) && strlen(from) < sizeof pk->from)
-            snprintf(pk->from, sizeof pk->from, "%s", from);
+        member_copy(&d, "from", &tmp, pk->from, sizeof pk->from);
+        member_copy(&d, "state", &tmp, pk->state, sizeof pk->state);
+        if (json_i64(&d, json_get(&d, 0, "attempts"), &pk->attempts) < 0) pk->attempts = 0;
         pk->error = member_str(&d, "error", &tmp);
         rc = 0;
     }
     free(rep);
-    free(from);
     json_free(&d);
     buf_free(&tmp);
     return rc;
@@ -268,6 +283,13 @@ static outcome on_pushed(updater *u, const peek_t *pk, const sched_wire *w)
     return mk("applied", first ? SCHED_NEW : SCHED_ENQUEUED, SCHED_ENQUEUED, NULL);
 }
 
+/* The attempt count for events: sns-publish's "attempts", else SQS's
+ * receive count. */
+static int64_t attempts(const peek_t *pk, const sched_wire *w)
+{
+    return pk->attempts > 0 ? pk->attempts : w->rc > 0 ? w->rc : 1;
+}
+
 static outcome on_published(updater *u, const peek_t *pk, const sched_wire *w)
 {
     char key[192 + SCHED_ID_MAX];
@@ -275,7 +297,7 @@ static outcome on_published(updater *u, const peek_t *pk, const sched_wire *w)
     if (seen_check(&u->seen, key)) return mk("unchanged", -1, -1, "replayed report");
     store_counts_move(u->counts, SCHED_ENQUEUED, SCHED_PUBLISHED, w->r.topic);
     sched_rec r;
-    rec_from_wire(&r, w, w->rc > 0 ? w->rc : 1);
+    rec_from_wire(&r, w, attempts(pk, w));
     event(u, "schedule.published", &r, SCHED_PUBLISHED, NULL);
     return mk("applied", SCHED_ENQUEUED, SCHED_PUBLISHED, NULL);
 }
@@ -283,7 +305,10 @@ static outcome on_published(updater *u, const peek_t *pk, const sched_wire *w)
 static outcome on_publish_failed(updater *u, const peek_t *pk, const sched_wire *w)
 {
     sched_rec r;
-    rec_from_wire(&r, w, w->rc > 0 ? w->rc : 1);
+    /* sns-publish could not revert its commit: the record is still
+     * PUBLISHED and the redelivery of the same message will publish it. */
+    if (!strcmp(pk->state, "PUBLISHED")) return mk("unchanged", -1, -1, "the commit stands: SQS redelivers");
+    rec_from_wire(&r, w, attempts(pk, w));
     event(u, "schedule.enqueued", &r, SCHED_ENQUEUED, pk->error ? pk->error : "publish failed");
     return mk("applied", SCHED_PUBLISHED, SCHED_ENQUEUED, pk->error);
 }

@@ -85,7 +85,7 @@ r = {"id": it["id"]["S"], "due": int(it["due"]["N"]), "topic": it["topic"]["S"],
      "report": sys.argv[1]}
 for kv in sys.argv[2:]:
     k, v = kv.split("=", 1)
-    r[k] = int(v) if k in ("lease", "rc") else v
+    r[k] = int(v) if k in ("lease", "rc", "attempts") else v
 print(json.dumps(r))' "$@"
 }
 
@@ -233,6 +233,20 @@ r4 invalid unchanged" "$(printf '%s\n' "$out" | results)"
   assertEquals "counters unchanged" "$before" "$(counts)"
 }
 
+test_publish_failed_changes_nothing_itself() {
+  local before out
+  sched f1
+  HOOK claim f1 $(($(now_ms) + 60000)) >/dev/null
+  before=$(counts)
+  # sns-publish wrote the revert (state ENQUEUED), or could not (PUBLISHED).
+  out=$({ rep f1 publish_failed mid=q-f1 attempts=2 state=ENQUEUED "error=Throttled: slow down";
+          rep f1 publish_failed mid=q-f1 attempts=2 state=PUBLISHED "error=Throttled: slow down"; } | upd)
+  assertEquals "f1 publish_failed applied
+f1 publish_failed unchanged" "$(printf '%s\n' "$out" | results)"
+  assertEquals ENQUEUED "$(attr f1 state)"
+  assertEquals "no counter moves" "$before" "$(counts)"
+}
+
 test_bad_report_lines_are_skipped() {
   local out rc
   sched b1
@@ -246,19 +260,22 @@ test_bad_report_lines_are_skipped() {
 
 test_events_reach_the_events_topic() {
   local lease out ev
-  for i in e1 e2 e3; do sched $i; done
+  for i in e1 e2 e3 e4; do sched $i; done
   lease=$(($(now_ms) + 60000))
   HOOK claim e1 $lease >/dev/null
   HOOK claim e3 $lease >/dev/null
+  HOOK claim e4 $lease >/dev/null
   out=$({ rep e1 pushed from=NEW mid=m-e1; } | DELAYER_EVENTS=1 upd)
   HOOK commit e1 q-e1 >/dev/null
   out=$({ rep e1 published mid=q-e1 rc=1; echo '{"id":"e2","report":"invalid","error":"x: y"}';
-          rep e3 dead rc=5 "error=NotFound: gone"; } | DELAYER_EVENTS=1 upd)
-  ev=$(events 15 4)
+          rep e3 dead rc=5 "error=NotFound: gone";
+          rep e4 publish_failed mid=q-e4 attempts=1 state=ENQUEUED "error=Throttled: slow down"; } | DELAYER_EVENTS=1 upd)
+  ev=$(events 15 5)
   assertEquals "e1 schedule.enqueued
 e1 schedule.published
 e2 schedule.invalid
-e3 schedule.failed" "$ev"
+e3 schedule.failed
+e4 schedule.enqueued" "$ev"
   : "$out"
 }
 
