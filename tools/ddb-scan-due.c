@@ -17,10 +17,20 @@
  * now - grace), so after downtime every old minute is read once, by the
  * recovery pass, starting at the checkpoint: nothing is skipped.
  *
- * Durability: the claim is the durable step. A record that cannot be handed
- * downstream (no peer, high-water mark, stdout gone) is put back at once
- * (store_unclaim) and the tick stops claiming; a record lost in a pipe or in
- * a dead sqs-push waits for its lease to expire and is re-claimed.
+ * Durability: the claim is the durable step. A record lost in a pipe or in a
+ * dead sqs-push waits for its lease to expire and is re-claimed.
+ *
+ * A downstream that does not take a record within SEND_TIMEOUT_MS (no peer,
+ * every peer at its high-water mark): the tick stops claiming and the scanner
+ * HOLDS that one claimed record, offering it again at the start of every
+ * tick and claiming nothing else until it is taken. It is put back to NEW
+ * (store_unclaim) when its lease comes within HOLD_MARGIN_MS of running out,
+ * when the process stops, or at once when stdout's reader is gone. Why not
+ * put it back at once: with sqs-push absent for a while, every tick would
+ * then claim and unclaim the same schedule (two conditional writes, two
+ * history entries per second, growing the item towards DynamoDB's 400 KB
+ * limit), and nothing would tell the scanner when to try again; the held
+ * record is that probe, and costs no write.
  *
  * Wire: the record of sched_wire_write (id, due, topic, payload, attrs,
  * chash, lease = the lease of THIS claim) plus one extra member
@@ -43,6 +53,7 @@
 #define MINUTE_MS       60000
 #define LAG_MS          5000   /* index eventual consistency and clock skew */
 #define SEND_TIMEOUT_MS 1000   /* a downstream that takes longer is "blocked" */
+#define HOLD_MARGIN_MS  5000   /* unclaim a held record this long before its lease ends */
 
 /* What one shard's passes know. */
 typedef struct {
@@ -58,16 +69,24 @@ typedef struct {
     uint64_t claimed, reclaimed, lost, unclaimed, errors, queries;
 } tick_stats;
 
+/* The claimed record the downstream refused (see the top comment). */
+typedef struct {
+    int has;
+    buf_t line;
+    char *id;
+    int64_t due, lease;
+} held_rec;
+
 typedef struct {
     store *s;
     zpipe_out *out;
+    held_rec held;
     shard_st *sh;
     size_t nsh;
     int once;
     int blocked;        /* downstream refused a record: no more claims this tick */
     int fatal;          /* stdout's reader is gone: stop the process */
     tick_stats t;
-    buf_t line;
 } scanner;
 
 enum { H_SKIP, H_SENT, H_LOST, H_BLOCKED, H_ERR };
@@ -152,31 +171,68 @@ static void add_from(buf_t *line, int from)
     buf_printf(line, ",\"from\":\"%s\"}\n", sched_state_name(from));
 }
 
-/* Hands the claimed record downstream; on any failure puts it back to NEW
- * at once so it is not held until the lease expires. */
+/* Puts a claimed record back to NEW (the lease would free it anyway). */
+static void unclaim(scanner *sc, const char *id, int64_t due, int64_t lease, const char *why)
+{
+    if (store_unclaim(sc->s, id, due, lease, NULL) == STORE_OK) {
+        sc->t.unclaimed++;
+        log_ev(LOG_WARN, "not sent, put back to NEW", "id", id, "reason", why, NULL);
+    } else {
+        log_ev(LOG_WARN, "not sent, unclaim failed: the lease will expire", "id", id, "reason", why,
+               "error", sc->s->err, NULL);
+    }
+}
+
+static void held_drop(held_rec *h)
+{
+    free(h->id);
+    h->id = NULL;
+    buf_reset(&h->line);
+    h->has = 0;
+}
+
+/* Offers the held record again: 1 taken, 0 still refused (or put back). */
+static int held_retry(scanner *sc)
+{
+    held_rec *h = &sc->held;
+    if (zpipe_out_send(sc->out, h->line.p, h->line.len, SEND_TIMEOUT_MS) == 0) {
+        log_ev(LOG_INFO, "downstream takes records again", "id", h->id, NULL);
+        held_drop(h);
+        return 1;
+    }
+    if (errno == EPIPE) sc->fatal = 1;
+    if (sc->fatal || time_now_ms() >= h->lease - HOLD_MARGIN_MS) {
+        unclaim(sc, h->id, h->due, h->lease, sc->fatal ? "output closed" : "held until its lease nearly ran out");
+        held_drop(h);
+    }
+    return 0;
+}
+
+/* Hands the claimed record downstream. Refused: it is held (see the top
+ * comment), or put back at once when stdout's reader is gone. */
 static int send_claimed(scanner *sc, const sched_rec *old, int64_t lease, int from)
 {
+    held_rec *h = &sc->held;
     sched_wire w;
     sched_wire_init(&w);
     sched_wire_from_rec(&w, old);
     w.r.lease = lease;
-    buf_reset(&sc->line);
-    sched_wire_write(&sc->line, &w);
+    buf_reset(&h->line);
+    sched_wire_write(&h->line, &w);
     sched_wire_free(&w);
-    add_from(&sc->line, from);
-    if (zpipe_out_send(sc->out, sc->line.p, sc->line.len, SEND_TIMEOUT_MS) == 0) return H_SENT;
-    int err = errno;
-    const char *why = err == EAGAIN ? "downstream busy or absent" : strerror(err);
-    if (err == EPIPE) sc->fatal = 1;
-    int rc = store_unclaim(sc->s, old->id, old->due, lease, NULL);
-    if (rc == STORE_OK) {
-        sc->t.unclaimed++;
-        log_ev(LOG_WARN, "not sent, put back to NEW", "id", old->id, "error", why, NULL);
-    } else {
-        /* The lease will run out and the recovery pass take it again. */
-        log_ev(LOG_WARN, "not sent, unclaim failed: the lease will expire", "id", old->id, "error", why,
-               "unclaim", sc->s->err, NULL);
+    add_from(&h->line, from);
+    if (zpipe_out_send(sc->out, h->line.p, h->line.len, SEND_TIMEOUT_MS) == 0) return H_SENT;
+    if (errno == EPIPE) {
+        sc->fatal = 1;
+        unclaim(sc, old->id, old->due, lease, "output closed");
+        return H_BLOCKED;
     }
+    log_ev(LOG_WARN, "downstream does not take records: holding one, claiming none", "id", old->id,
+           "error", errno == EAGAIN ? "no peer or every peer at its high-water mark" : strerror(errno), NULL);
+    h->has = 1;
+    h->id = xstrdup(old->id);
+    h->due = old->due;
+    h->lease = lease;
     return H_BLOCKED;
 }
 
@@ -373,12 +429,13 @@ static void log_tick(scanner *sc, int64_t started)
            "ms", log_i64(time_mono_ms() - started), NULL);
 }
 
-/* Main passes first (schedules coming due now), then recovery (late ones). */
+/* Main passes first (schedules coming due now), then recovery (late ones).
+ * A held record goes first; while it is refused nothing is claimed. */
 static void tick(scanner *sc)
 {
     int64_t started = time_mono_ms(), now = time_now_ms();
     memset(&sc->t, 0, sizeof sc->t);
-    sc->blocked = 0;
+    sc->blocked = sc->held.has && !held_retry(sc);
     for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) main_pass(sc, &sc->sh[i], now);
     for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) recovery_pass(sc, &sc->sh[i], now);
     log_tick(sc, started);
@@ -432,9 +489,11 @@ static int shards_init(scanner *sc, const scan_opts *so)
 
 static void scanner_free(scanner *sc)
 {
+    if (sc->held.has) unclaim(sc, sc->held.id, sc->held.due, sc->held.lease, "stopping");
+    held_drop(&sc->held);
+    buf_free(&sc->held.line);
     for (size_t i = 0; i < sc->nsh; i++) free(sc->sh[i].pend);
     free(sc->sh);
-    buf_free(&sc->line);
 }
 
 static store *open_deployment(const store_conf *c)

@@ -251,7 +251,7 @@ wait_ready() { # wait_ready LOGFILE MAX_S
 test_long_running_over_ipc_and_sigterm() {
   fresh
   local d=$WORK/ipc scan_pid push_pid upd_pid t0 ms
-  mkdir -p "$d"
+  mkdir -m 700 -p "$d"
   "$BIN/state-update" --prefix "$PFX" --in "@ipc://$d/state.ipc" 2>"$d/upd.log" &
   upd_pid=$!
   "$BIN/ddb-scan-due" --prefix "$PFX" --tick 200ms --out "@ipc://$d/due.ipc" 2>"$d/scan.log" &
@@ -284,6 +284,45 @@ test_long_running_over_ipc_and_sigterm() {
   # state-update counted both claims (NEW -> ENQUEUED) before it stopped.
   assertEquals "ENQUEUED counter" 2 "$(D stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["states"]["ENQUEUED"])')"
   for p in $scan_pid $push_pid $upd_pid; do kill -9 "$p" 2>/dev/null || true; done
+}
+
+test_absent_downstream_holds_one_claim_then_resumes() {
+  fresh
+  local d=$WORK/absent scan_pid push_pid end
+  mkdir -m 700 -p "$d"
+  sched h1 6s
+  sched h2 6s
+  "$BIN/ddb-scan-due" --prefix "$PFX" --tick 200ms --out "@ipc://$d/due.ipc" 2>"$d/scan.log" &
+  scan_pid=$!
+  sleep 4   # both due within the window by now; nobody takes records
+  assertEquals "one record claimed and held" 1 "$( (attr h1 state; attr h2 state) | grep -c ENQUEUED)"
+  assertEquals "held, not claimed again and again" 1 "$( (attr h1 claims; attr h2 claims) | awk '{n += $1} END {print n}')"
+  "$BIN/sqs-push" --prefix "$PFX" --in ">ipc://$d/due.ipc" --out - >"$d/reports" 2>"$d/push.log" &
+  push_pid=$!
+  end=$(($(date +%s) + 10))
+  until [ "$(grep -c '"pushed"' "$d/reports")" -ge 2 ] || [ "$(date +%s)" -ge "$end" ]; do sleep 0.2; done
+  assertEquals "both pushed once sqs-push is there" "h1 pushed NEW
+h2 pushed NEW" "$(reports <"$d/reports" | sort)"
+  kill -TERM "$scan_pid" "$push_pid"
+  wait_exit "$scan_pid" 5 || fail "ddb-scan-due did not stop"
+  wait_exit "$push_pid" 5 || fail "sqs-push did not stop"
+}
+
+test_stop_while_holding_puts_the_claim_back() {
+  fresh
+  local d=$WORK/hold scan_pid
+  mkdir -m 700 -p "$d"
+  sched k1 6s
+  "$BIN/ddb-scan-due" --prefix "$PFX" --tick 200ms --out "@ipc://$d/due.ipc" 2>"$d/scan.log" &
+  scan_pid=$!
+  local end=$(($(date +%s) + 10))
+  until [ "$(attr k1 state)" = ENQUEUED ] || [ "$(date +%s)" -ge "$end" ]; do sleep 0.2; done
+  assertEquals "claimed and held" ENQUEUED "$(attr k1 state)"
+  kill -TERM "$scan_pid"
+  wait_exit "$scan_pid" 5 || fail "ddb-scan-due did not stop"
+  assertEquals "exit 0" 0 "$WAIT_RC"
+  assertEquals "handed back at stop" NEW "$(attr k1 state)"
+  assertEquals "no lease" "" "$(attr k1 lease)"
 }
 
 . /usr/share/shunit2/shunit2
