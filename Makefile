@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNITS     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LIBA      := $(BUILD)/libdelayer.a
 
-.PHONY: all setup test check sanitize demo run clean install bench
+.PHONY: all setup test check sanitize demo run clean install bench fuzz fuzz-build fuzz-smoke
 all: $(TOOLS) $(UNITS)
 
 $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h)
@@ -43,6 +43,14 @@ $(BIN)/%: tools/%.c $(LIBA)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/t.h $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
+
+# Test helper tools (tests/tools/NAME.c -> $(BUILD)/tests/NAME), built with `all`.
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(wildcard tests/tools/*.c))
+all: $(TEST_TOOLS)
+
+$(BUILD)/tests/%: tests/tools/%.c $(LIBA)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
 
@@ -68,6 +76,36 @@ demo run: setup all
 bench: setup all
 	@bench/run
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c) with clang, ASan and UBSan, in
+# build-fuzz/. `make fuzz` runs each for FUZZ_SECONDS (default 60);
+# `make fuzz-smoke` runs each for 5 s (CI). See docs/security.md.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_OBJ     := $(LIB_SRC:lib/%.c=$(FUZZ_BUILD)/lib/%.o)
+
+$(FUZZ_BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(WARN) -c -o $@ $<
+
+$(FUZZ_BUILD)/libdelayer.a: $(FUZZ_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libdelayer.a
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer $(WARN) -o $@ $< $(FUZZ_BUILD)/libdelayer.a $(LDLIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@tests/fuzz/run $(FUZZ_SECONDS)
+
+fuzz-smoke: fuzz-build
+	@tests/fuzz/run 5
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
@@ -75,4 +113,4 @@ install: all
 	for m in docs/*.1; do [ -f $$m ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/ || true; done
 
 clean:
-	rm -rf build build-san bin
+	rm -rf build build-san bin build-fuzz
