@@ -14,7 +14,7 @@
 #endif
 
 /* The common options; the stage's own are looked up in spec->opts first. */
-enum { C_IN, C_OUT, C_HWM, C_LOG, C_READY, C_METRICS, C_HELP, C_VERSION, C_N };
+enum { C_IN, C_OUT, C_HWM, C_LOG, C_READY, C_METRICS, C_CSECRET, C_CPUBLIC, C_CSERVER, C_CALLOW, C_HELP, C_VERSION, C_N };
 static const stage_opt common[C_N] = {
     [C_IN] = {"in", "EP", "input: - (stdin, NDJSON) or ZeroMQ PULL endpoint(s); @ binds, > connects, default bind [-]"},
     [C_OUT] = {"out", "EP", "output: - (stdout, NDJSON) or ZeroMQ PUSH endpoint(s); @ binds, > connects, default connect [-]"},
@@ -22,6 +22,10 @@ static const stage_opt common[C_N] = {
     [C_LOG] = {"log-level", "LEVEL", "debug, info, warn, error or off [$DELAYER_LOG_LEVEL or info]"},
     [C_READY] = {"ready-fd", "N", "once ready, write a newline to file descriptor N and close it"},
     [C_METRICS] = {"metrics", "ADDR", "address for metrics and health (accepted, not served yet)"},
+    [C_CSECRET] = {"curve-secret", "FILE", "CURVE secret key (Z85, mode 0600) for tcp:// sockets; see delayer-keygen"},
+    [C_CPUBLIC] = {"curve-public", "FILE", "own CURVE public key (optional: derived from the secret, checked if given)"},
+    [C_CSERVER] = {"curve-server-key", "FILE", "public key of the CURVE server a connecting tcp:// socket talks to"},
+    [C_CALLOW] = {"curve-allow", "DIR", "binding tcp:// sockets: only clients whose public key is a file in DIR"},
     [C_HELP] = {"help", NULL, "show this help and exit"},
     [C_VERSION] = {"version", NULL, "show the version and exit"},
 };
@@ -70,7 +74,7 @@ static void print_help(const stage_spec *spec)
 
 static int usage(const stage_spec *spec, const char *fmt, const char *arg)
 {
-    char msg[256];
+    char msg[640];
     snprintf(msg, sizeof msg, fmt, arg);
     char hint[128];
     snprintf(hint, sizeof hint, "%s --help", spec->name);
@@ -140,6 +144,16 @@ static int apply_common(const stage_spec *spec, stage_opts *o, int c, const char
         if (!*val) return usage(spec, "--metrics wants an address%s", "");
         o->metrics = val;
         break;
+    case C_CSECRET:
+    case C_CPUBLIC:
+    case C_CSERVER:
+    case C_CALLOW:
+        if (!*val) return usage(spec, "--%s wants a path", common[c].name);
+        if (c == C_CSECRET) o->z.curve_secret_file = val;
+        else if (c == C_CPUBLIC) o->z.curve_public_file = val;
+        else if (c == C_CSERVER) o->z.curve_server_key_file = val;
+        else o->z.curve_allow_dir = val;
+        break;
     }
     return STAGE_RUN;
 }
@@ -203,6 +217,10 @@ int stage_init(int argc, char **argv, const stage_spec *spec, stage_opts *o)
     o->nargs = argc - i;
     o->args = argv + i;
     if (o->nargs > 0 && !spec->operands) return usage(spec, "unexpected argument %s", argv[i]);
+    /* CURVE keys are checked now (permissions, format, pairing): a bad key is
+     * a configuration error (100), never a restart loop. */
+    char cerr[512];
+    if (zpipe_curve_check(&o->z, cerr, sizeof cerr) != 0) return usage(spec, "%s", cerr);
     install_signals();
     return STAGE_RUN;
 }

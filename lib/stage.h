@@ -27,6 +27,11 @@
  *                       for that)
  *   --metrics ADDR      accepted and kept in stage_opts.metrics; served from
  *                       issue 7 on (Prometheus text, /healthz, /readyz)
+ *   --curve-secret FILE, --curve-public FILE, --curve-server-key FILE,
+ *   --curve-allow DIR   CURVE on tcp:// pipes (zpipe.h, docs/security.md);
+ *                       checked by stage_init: a key file readable by
+ *                       group/other, a malformed key or a public key that
+ *                       does not match the secret is a usage error (100)
  *   -h, --help, --version
  * Options are GNU-style long options: "--name value" or "--name=value"; "--"
  * ends them. Anything else is a usage error.

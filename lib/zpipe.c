@@ -1,14 +1,17 @@
 #include "zpipe.h"
 #include "log.h"
 #include "timeutil.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -77,9 +80,467 @@ void zpipe_interrupt_clear(void)
 
 void zpipe_opts_default(zpipe_opts *o)
 {
+    memset(o, 0, sizeof *o);
     o->hwm = ZPIPE_HWM_DEFAULT;
     o->max_msg = ZPIPE_MAX_MSG_DEFAULT;
     o->linger_ms = ZPIPE_LINGER_DEFAULT;
+}
+
+/* ---- CURVE keys, the ZAP allow-list, ipc directories --------------------- */
+
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define ZAP_MAX_DOMAINS 16
+#define KEY_FILE_MAX 4096
+
+typedef struct {
+    char domain[32];       /* ZMQ_ZAP_DOMAIN of the server socket */
+    char dir[256];         /* where the keys came from (logs) */
+    uint8_t (*keys)[32];
+    size_t n;
+} zap_list;
+
+static zap_list g_zap[ZAP_MAX_DOMAINS];
+static int g_nzap;
+static unsigned g_zap_seq;
+static pthread_mutex_t g_zap_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t g_zap_thr;
+static int g_zap_on;
+
+static void wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n--) *v++ = 0;
+}
+
+int zpipe_curve_read_key(const char *path, int secret, uint8_t key[32], char *err, size_t errlen)
+{
+    const char *what = secret ? "CURVE secret key" : "CURVE public key";
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s %s: not a regular file", what, path);
+        close(fd);
+        return -1;
+    }
+    unsigned mode = (unsigned)st.st_mode & 07777;
+    if (secret && st.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s %s is owned by uid %u, not by this user (uid %u): refused",
+                 what, path, (unsigned)st.st_uid, (unsigned)geteuid());
+        close(fd);
+        return -1;
+    }
+    if (secret && (mode & 077)) {
+        snprintf(err, errlen, "%s %s is accessible by group/other (mode %04o): refused, it must be "
+                 "readable by its owner only (chmod 600 %s)", what, path, mode, path);
+        close(fd);
+        return -1;
+    }
+    if (!secret && st.st_uid != geteuid() && st.st_uid != 0) {
+        snprintf(err, errlen, "%s %s is owned by uid %u, neither this user nor root: refused",
+                 what, path, (unsigned)st.st_uid);
+        close(fd);
+        return -1;
+    }
+    if (!secret && (mode & 022)) {
+        snprintf(err, errlen, "%s %s is writable by group/other (mode %04o): refused", what, path, mode);
+        close(fd);
+        return -1;
+    }
+    char text[KEY_FILE_MAX + 1];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, text + len, sizeof text - 1 - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+            close(fd);
+            wipe(text, sizeof text);
+            return -1;
+        }
+        if (n == 0 || (len += (size_t)n) == sizeof text - 1) break;
+    }
+    close(fd);
+    text[len] = '\0';
+    int rc = -1, found = 0;
+    char z85[41];
+    if (len == sizeof text - 1) {
+        snprintf(err, errlen, "%s %s: file too big for a key", what, path);
+        goto done;
+    }
+    for (char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == '\r' || line[l - 1] == ' ' || line[l - 1] == '\t')) line[--l] = '\0';
+        while (*line == ' ' || *line == '\t') line++, l--;
+        if (l == 0 || (line[0] == '#' && (line[1] == '\0' || line[1] == ' '))) continue;
+        if (found || l != 40) {
+            snprintf(err, errlen, "%s %s: want one 40-character Z85 key (zmq_curve_keypair form)", what, path);
+            goto done;
+        }
+        memcpy(z85, line, 41);
+        found = 1;
+    }
+    if (!found) {
+        snprintf(err, errlen, "%s %s: no key in the file", what, path);
+        goto done;
+    }
+    if (!zmq_z85_decode(key, z85)) {
+        snprintf(err, errlen, "%s %s: not a Z85 key", what, path);
+        goto done;
+    }
+    rc = 0;
+done:
+    wipe(text, sizeof text);
+    wipe(z85, sizeof z85);
+    return rc;
+}
+
+/* Reads every key file of an allow-list directory (names starting with "."
+ * or ending with "~" are skipped). *keys is malloc'ed. */
+static int read_allow_dir(const char *dir, uint8_t (**keys)[32], size_t *n, char *err, size_t errlen)
+{
+    *keys = NULL;
+    *n = 0;
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        snprintf(err, errlen, "CURVE allow-list directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "CURVE allow-list directory %s: not a directory", dir);
+        return -1;
+    }
+    if ((st.st_uid != geteuid() && st.st_uid != 0) || (st.st_mode & 022)) {
+        snprintf(err, errlen, "CURVE allow-list directory %s is writable by others or owned by another user "
+                 "(mode %04o, uid %u): refused", dir, (unsigned)st.st_mode & 07777, (unsigned)st.st_uid);
+        return -1;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "CURVE allow-list directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    size_t cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (e->d_name[0] == '.' || e->d_name[l - 1] == '~') continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat fs;
+        if (stat(path, &fs) != 0 || S_ISDIR(fs.st_mode)) continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            *keys = xrealloc(*keys, cap * sizeof **keys);
+        }
+        if (zpipe_curve_read_key(path, 0, (*keys)[*n], err, errlen) != 0) {
+            rc = -1;
+            break;
+        }
+        (*n)++;
+    }
+    closedir(d);
+    if (rc == 0 && *n == 0) {
+        snprintf(err, errlen, "CURVE allow-list directory %s holds no client key: every client would be refused", dir);
+        rc = -1;
+    }
+    if (rc != 0) {
+        free(*keys);
+        *keys = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+/* Own key pair: the secret, and the public key derived from it (checked
+ * against curve_public_file when given). */
+static int load_pair(const zpipe_opts *o, uint8_t pub[32], uint8_t sec[32], char *err, size_t errlen)
+{
+    if (zpipe_curve_read_key(o->curve_secret_file, 1, sec, err, errlen) != 0) return -1;
+    char zs[41], zp[41];
+    zmq_z85_encode(zs, sec, 32);
+    int rc = zmq_curve_public(zp, zs);
+    wipe(zs, sizeof zs);
+    if (rc != 0) {
+        snprintf(err, errlen, "CURVE: cannot derive the public key from %s: %s", o->curve_secret_file, zmq_strerror(errno));
+        wipe(sec, 32);
+        return -1;
+    }
+    zmq_z85_decode(pub, zp);
+    if (o->curve_public_file) {
+        uint8_t given[32];
+        if (zpipe_curve_read_key(o->curve_public_file, 0, given, err, errlen) != 0) {
+            wipe(sec, 32);
+            return -1;
+        }
+        if (memcmp(given, pub, 32) != 0) {
+            snprintf(err, errlen, "CURVE public key %s does not belong to the secret key %s",
+                     o->curve_public_file, o->curve_secret_file);
+            wipe(sec, 32);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int curve_wanted(const zpipe_opts *o)
+{
+    return o && (o->curve_secret_file || o->curve_public_file || o->curve_server_key_file || o->curve_allow_dir);
+}
+
+int zpipe_curve_check(const zpipe_opts *o, char *err, size_t errlen)
+{
+    if (!curve_wanted(o)) return 0;
+    if (!o->curve_secret_file) {
+        snprintf(err, errlen, "CURVE: a secret key file is needed (--curve-secret)");
+        return -1;
+    }
+    if (!o->curve_server_key_file && !o->curve_allow_dir) {
+        snprintf(err, errlen, "CURVE: a secret key alone is not enough: give the server's public key "
+                 "(--curve-server-key, connecting side) and/or a client allow-list (--curve-allow, binding side)");
+        return -1;
+    }
+    uint8_t pub[32], sec[32], peer[32];
+    if (load_pair(o, pub, sec, err, errlen) != 0) return -1;
+    wipe(sec, sizeof sec);
+    if (o->curve_server_key_file && zpipe_curve_read_key(o->curve_server_key_file, 0, peer, err, errlen) != 0) return -1;
+    if (o->curve_allow_dir) {
+        uint8_t (*keys)[32];
+        size_t n;
+        if (read_allow_dir(o->curve_allow_dir, &keys, &n, err, errlen) != 0) return -1;
+        free(keys);
+    }
+    return 0;
+}
+
+static void zap_free_lists(void)
+{
+    pthread_mutex_lock(&g_zap_mu);
+    for (int i = 0; i < g_nzap; i++) free(g_zap[i].keys);
+    memset(g_zap, 0, sizeof g_zap);
+    g_nzap = 0;
+    pthread_mutex_unlock(&g_zap_mu);
+}
+
+/* The ZAP reply to one request: "200" if the CURVE key is in the allow-list
+ * of the request's domain. NULL-mechanism requests of sockets without a
+ * domain (zpipe's own non-CURVE sockets) are let through. */
+static const char *zap_decide(zmq_msg_t *f, int n, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "malformed ZAP request");
+    if (n < 6 || zmq_msg_size(&f[0]) != 3 || memcmp(zmq_msg_data(&f[0]), "1.0", 3) != 0) return "500";
+    char domain[64], mech[16], addr[64];
+    snprintf(domain, sizeof domain, "%.*s", (int)zmq_msg_size(&f[2]), (const char *)zmq_msg_data(&f[2]));
+    snprintf(addr, sizeof addr, "%.*s", (int)zmq_msg_size(&f[3]), (const char *)zmq_msg_data(&f[3]));
+    snprintf(mech, sizeof mech, "%.*s", (int)zmq_msg_size(&f[5]), (const char *)zmq_msg_data(&f[5]));
+    if (strcmp(mech, "NULL") == 0 && domain[0] == '\0') return "200";
+    if (strcmp(mech, "CURVE") != 0 || n < 7 || zmq_msg_size(&f[6]) != 32) {
+        snprintf(why, whylen, "mechanism %s not allowed", mech);
+        log_ev(LOG_WARN, "ZAP: connection refused", "mechanism", mech, "address", addr, "domain", domain, NULL);
+        return "400";
+    }
+    const uint8_t *key = zmq_msg_data(&f[6]);
+    char z85[41];
+    zmq_z85_encode(z85, key, 32);
+    int found = 0, known = 0;
+    char dir[256] = "";
+    pthread_mutex_lock(&g_zap_mu);
+    for (int i = 0; i < g_nzap && !known; i++) {
+        if (strcmp(g_zap[i].domain, domain) != 0) continue;
+        known = 1;
+        snprintf(dir, sizeof dir, "%s", g_zap[i].dir);
+        for (size_t k = 0; k < g_zap[i].n && !found; k++) found = memcmp(g_zap[i].keys[k], key, 32) == 0;
+    }
+    pthread_mutex_unlock(&g_zap_mu);
+    if (found) {
+        log_ev(LOG_DEBUG, "CURVE client accepted", "key", z85, "address", addr, NULL);
+        snprintf(why, whylen, "OK");
+        return "200";
+    }
+    snprintf(why, whylen, "client key not allowed");
+    log_ev(LOG_WARN, "CURVE client refused: key not in the allow-list", "key", z85, "address", addr,
+           "allow", known ? dir : "(unknown ZAP domain)", NULL);
+    return "400";
+}
+
+static void *zap_main(void *arg)
+{
+    void *s = arg;
+    for (;;) {
+        zmq_msg_t f[8];
+        int n = 0, more = 1, dead = 0;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, s, 0) < 0) {
+                zmq_msg_close(&m);
+                if (errno == EINTR) continue;
+                dead = 1;   /* ETERM: the context is closing */
+                break;
+            }
+            more = zmq_msg_more(&m);
+            if (n < 8) f[n++] = m;
+            else zmq_msg_close(&m);
+        }
+        if (dead) {
+            for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+            break;
+        }
+        char why[64];
+        const char *status = zap_decide(f, n, why, sizeof why);
+        /* reply: version, request id, status code, status text, user id, metadata */
+        zmq_send(s, "1.0", 3, ZMQ_SNDMORE);
+        if (n >= 2) zmq_send(s, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+        else zmq_send(s, "", 0, ZMQ_SNDMORE);
+        zmq_send(s, status, 3, ZMQ_SNDMORE);
+        zmq_send(s, why, strlen(why), ZMQ_SNDMORE);
+        zmq_send(s, "", 0, ZMQ_SNDMORE);
+        zmq_send(s, "", 0, 0);
+        for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+    }
+    zmq_close(s);
+    return NULL;
+}
+
+/* Starts the ZAP handler on the context, once per context. */
+static int zap_start(void *ctx, char *err, size_t errlen)
+{
+    if (g_zap_on) return 0;
+    void *s = zmq_socket(ctx, ZMQ_REP);
+    if (!s) {
+        snprintf(err, errlen, "ZAP handler: zmq_socket: %s", zmq_strerror(errno));
+        return -1;
+    }
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_bind(s, ZAP_ENDPOINT) != 0) {
+        snprintf(err, errlen, "ZAP handler: bind %s: %s", ZAP_ENDPOINT, zmq_strerror(errno));
+        zmq_close(s);
+        return -1;
+    }
+    /* the thread takes no signals: SIGTERM/SIGINT go to the stage's threads */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&g_zap_thr, NULL, zap_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(err, errlen, "ZAP handler: pthread_create: %s", strerror(rc));
+        zmq_close(s);
+        return -1;
+    }
+    g_zap_on = 1;
+    return 0;
+}
+
+/* After zmq_ctx_term: the handler saw ETERM and closed its socket. */
+static void zap_stop(void)
+{
+    if (!g_zap_on) return;
+    pthread_join(g_zap_thr, NULL);
+    g_zap_on = 0;
+    zap_free_lists();
+}
+
+/* Sets the CURVE options of a socket before its bind/connect. */
+static int curve_setup(void *ctx, void *s, int server, const zpipe_opts *o, char *err, size_t errlen)
+{
+    uint8_t pub[32], sec[32];
+    int rc = -1;
+    if (zpipe_curve_check(o, err, errlen) != 0) return -1;
+    if (server && !o->curve_allow_dir) {
+        snprintf(err, errlen, "CURVE: a binding tcp:// socket is a CURVE server and needs a client allow-list (--curve-allow DIR)");
+        return -1;
+    }
+    if (!server && !o->curve_server_key_file) {
+        snprintf(err, errlen, "CURVE: a connecting tcp:// socket is a CURVE client and needs the server's public key (--curve-server-key FILE)");
+        return -1;
+    }
+    if (load_pair(o, pub, sec, err, errlen) != 0) return -1;
+    if (server) {
+        uint8_t (*keys)[32];
+        size_t n;
+        if (read_allow_dir(o->curve_allow_dir, &keys, &n, err, errlen) != 0) goto out;
+        pthread_mutex_lock(&g_zap_mu);
+        if (g_nzap == ZAP_MAX_DOMAINS) {
+            pthread_mutex_unlock(&g_zap_mu);
+            free(keys);
+            snprintf(err, errlen, "CURVE: too many server sockets in one process");
+            goto out;
+        }
+        zap_list *l = &g_zap[g_nzap++];
+        snprintf(l->domain, sizeof l->domain, "delayer-curve-%u", ++g_zap_seq);
+        snprintf(l->dir, sizeof l->dir, "%s", o->curve_allow_dir);
+        l->keys = keys;
+        l->n = n;
+        char domain[32];
+        snprintf(domain, sizeof domain, "%s", l->domain);
+        pthread_mutex_unlock(&g_zap_mu);
+        if (zap_start(ctx, err, errlen) != 0) goto out;
+        int one = 1;
+        if (zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32) != 0) {
+            snprintf(err, errlen, "CURVE server options: %s", zmq_strerror(errno));
+            goto out;
+        }
+    } else {
+        uint8_t peer[32];
+        if (zpipe_curve_read_key(o->curve_server_key_file, 0, peer, err, errlen) != 0) goto out;
+        if (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, peer, 32) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 32) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32) != 0) {
+            snprintf(err, errlen, "CURVE client options: %s", zmq_strerror(errno));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    wipe(sec, sizeof sec);
+    return rc;
+}
+
+/* ipc:// path's directory: owned by us, mode 0700; created when missing for
+ * a bind (one level). */
+static int ipc_dir_check(const char *path, int bind, char *err, size_t errlen)
+{
+    if (path[0] == '@') return 0;   /* abstract namespace: no file */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (errno != ENOENT || !bind) return 0;   /* connect: the binder will create it; else bind reports */
+        if (mkdir(dir, 0700) != 0) return 0;      /* parent missing: zmq_bind reports the error */
+        if (stat(dir, &st) != 0) return 0;
+    }
+    if (!S_ISDIR(st.st_mode)) return 0;
+    if (st.st_uid != geteuid() || (st.st_mode & 077)) {
+        snprintf(err, errlen, "ipc directory %s is accessible by others (mode %04o, owner uid %u): refused; "
+                 "it must be owned by this user (uid %u) with mode 0700", dir, (unsigned)st.st_mode & 07777,
+                 (unsigned)st.st_uid, (unsigned)geteuid());
+        return -1;
+    }
+    return 0;
+}
+
+/* tcp address (after "tcp://") on loopback: 127.x, localhost, [::1]. */
+static int tcp_is_loopback(const char *a)
+{
+    const char *semi = strchr(a, ';');   /* "source;destination" connects */
+    if (semi) a = semi + 1;
+    if (strncmp(a, "127.", 4) == 0 || strncmp(a, "localhost:", 10) == 0 || strncmp(a, "[::1]:", 6) == 0 ||
+        strncmp(a, "lo:", 3) == 0)
+        return 1;
+    return 0;
 }
 
 /* ---- one ZeroMQ context per process, shared by every socket ------------ */
@@ -100,6 +561,7 @@ static void ctx_put(void)
      * of a stopping stage is flushed. EINTR means a signal came: go on. */
     while (zmq_ctx_term(g_ctx) != 0 && errno == EINTR) {}
     g_ctx = NULL;
+    zap_stop();
 }
 
 static void close_sock(void *s)
@@ -215,13 +677,46 @@ static void *sock_open(int type, const char *spec, const zpipe_opts *o, int defa
         return NULL;
     }
     if (sock_options(s, type, o, err, errlen) != 0) goto fail;
+    /* What the endpoints are decides CURVE: tcp:// only, one role per socket. */
+    int ntcp = 0, nother = 0, nbind = 0, nconn = 0, insecure = 0;
     char *list = xstrdup(spec);
     char *save = NULL;
+    for (char *e = strtok_r(list, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+        int bind = default_bind;
+        if (*e == '@') bind = 1, e++;
+        else if (*e == '>') bind = 0, e++;
+        if (strncmp(e, "tcp://", 6) != 0) {
+            nother++;
+            continue;
+        }
+        ntcp++;
+        if (bind) nbind++;
+        else nconn++;
+        if (!tcp_is_loopback(e + 6)) insecure = 1;
+    }
+    free(list);
+    if (ntcp && curve_wanted(o)) {
+        if (nother || (nbind && nconn)) {
+            snprintf(err, errlen, "CURVE: a socket with keys must have only tcp:// endpoints, all bound or all "
+                     "connected (the mechanism is per socket): \"%s\"", spec);
+            goto fail;
+        }
+        if (curve_setup(ctx, s, nbind > 0, o, err, errlen) != 0) goto fail;
+    } else if (insecure) {
+        log_ev(LOG_WARN, "tcp endpoint without CURVE: records travel in clear and any peer that reaches "
+               "the address may connect (see --curve-*)", "endpoint", spec, NULL);
+    }
+    list = xstrdup(spec);
+    save = NULL;
     int n = 0;
     for (char *e = strtok_r(list, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
         int bind = default_bind;
         if (*e == '@') bind = 1, e++;
         else if (*e == '>') bind = 0, e++;
+        if (strncmp(e, "ipc://", 6) == 0 && ipc_dir_check(e + 6, bind, err, errlen) != 0) {
+            free(list);
+            goto fail;
+        }
         if (bind && strncmp(e, "ipc://", 6) == 0 && ipc_in_use(e + 6)) {
             snprintf(err, errlen, "bind %s: address in use (a live socket listens there)", e);
             free(list);

@@ -32,8 +32,36 @@
  *         still received, logged and dropped instead of cutting the link).
  *   Both: TCP keepalive (60 s idle, 10 s x 3 probes) and ZMTP heartbeats
  *         (10 s, 30 s timeout) so a half-open connection is noticed.
- * Transport security (CURVE) would be applied where these options are set
- * (sock_options() in zpipe.c); it is not implemented.
+ *
+ * Transport security (docs/security.md):
+ *   CURVE (RFC 26) on tcp:// sockets, when zpipe_opts names a secret key:
+ *   the BINDING side is the CURVE server, the CONNECTING side the client.
+ *   - curve_secret_file: own secret key; curve_public_file: own public key
+ *     (optional: derived from the secret; if given it must match it).
+ *   - client (connects): curve_server_key_file = the binding peer's public key.
+ *   - server (binds): curve_allow_dir = a directory of client public keys,
+ *     one key per file; only those clients are let in. A ZAP handler (RFC 27)
+ *     runs in a thread on inproc://zeromq.zap.01 of zpipe's context and
+ *     answers 400 to any other key (logged with the key, level warn). The
+ *     directory is read when the socket opens (restart to change it).
+ *   Key files: ZeroMQ's Z85 text form, the 40-character key on one line
+ *   (what zmq_curve_keypair gives and tools/delayer-keygen writes); lines
+ *   starting with "# " are comments. A secret key file must be a regular file
+ *   owned by this user with no group/other permission bits (0600 or 0400),
+ *   else it is REFUSED. Public key files and the allow-list directory must be
+ *   owned by this user or root and not writable by group/other.
+ *   A socket with CURVE keys must not mix tcp:// with ipc:// or inproc://
+ *   endpoints, nor bind and connect (the mechanism is per socket): refused.
+ *   CURVE keys apply only to sockets with tcp:// endpoints; ipc:// and
+ *   inproc:// sockets never use them. A tcp:// endpoint on a non-loopback
+ *   address without CURVE works but logs a warning at open.
+ *   ipc:// paths: the socket's directory must be a directory owned by this
+ *   user with mode 0700 (no group/other bits), else the open is refused
+ *   ("ipc directory ... is accessible by others"): whoever can enter it could
+ *   connect, or replace the socket. A binding socket whose directory is
+ *   missing creates it with mode 0700 (one level: its parent must exist).
+ *   A connecting socket whose directory does not exist yet is accepted (the
+ *   binder creates it). Abstract names ("ipc://@x") are not checked.
  *
  * Records: a ZeroMQ message carries the record without a newline; stdout gets
  * the record plus "\n". Input: empty (or whitespace-only) lines and empty
@@ -75,6 +103,11 @@ typedef struct {
     size_t max_msg;   /* largest record in bytes, newline excluded: stdin lines,
                          ZeroMQ MAXMSGSIZE, and the largest zpipe_out_send */
     int linger_ms;    /* PUSH linger at close */
+    /* CURVE on tcp:// sockets (see above); all NULL = no CURVE. */
+    const char *curve_secret_file;     /* own secret key (0600) */
+    const char *curve_public_file;     /* own public key, optional */
+    const char *curve_server_key_file; /* connecting sockets: the server's public key */
+    const char *curve_allow_dir;       /* binding sockets: allowed client public keys */
 } zpipe_opts;
 
 /* Counters for the metrics endpoint (issue 7). */
@@ -130,6 +163,17 @@ void zpipe_out_close(zpipe_out *out);
 /* 0 if endpoint is well-formed ("-" or a list as above), else -1 with err.
  * Lets a tool tell a usage error (exit 100) from a failed bind (111). */
 int zpipe_check_endpoint(const char *endpoint, char *err, size_t errlen);
+
+/* Checks the CURVE options of o without opening anything: every named file
+ * is read and checked (permissions, format; a public key that does not match
+ * the secret), the allow-list directory is read. 0 (also when no CURVE
+ * option is set), else -1 with a one-line reason. An option without the
+ * secret key (or a secret without any role option) is an error. Lets a tool
+ * refuse a bad key at start (exit 100). */
+int zpipe_curve_check(const zpipe_opts *o, char *err, size_t errlen);
+/* Reads one key file (format above) into key[32]. secret = 1 applies the
+ * secret key's permission rules. 0, or -1 with a one-line reason. */
+int zpipe_curve_read_key(const char *path, int secret, uint8_t key[32], char *err, size_t errlen);
 
 void zpipe_interrupt(void);         /* async-signal-safe: request a stop, wake all waits */
 int  zpipe_interrupted(void);       /* 1 once a stop was requested */

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -680,8 +681,167 @@ static void cleanup_dir(void)
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
 }
 
+
+/* ---- CURVE and ipc directories ---- */
+
+/* Writes a key file with the given mode; returns its path (ring buffer). */
+static const char *key_file(const char *name, const char *z85, mode_t mode)
+{
+    static char ring[8][256];
+    static int k;
+    char *path = ring[k++ % 8];
+    snprintf(path, 256, "%s/%s", tmpdir, name);
+    unlink(path);
+    FILE *f = fopen(path, "w");
+    if (!f) return path;
+    fprintf(f, "# test key\n%s\n", z85);
+    fclose(f);
+    chmod(path, mode);
+    return path;
+}
+
+static void curve_key_files_checked(void)
+{
+    char pub[41], sec[41], err[512];
+    uint8_t key[32];
+    CHECK_INT(zmq_curve_keypair(pub, sec), 0);
+    CHECK_INT(zpipe_curve_read_key(key_file("k.sec", sec, 0600), 1, key, err, sizeof err), 0);
+    CHECK_INT(zpipe_curve_read_key(key_file("k.sec", sec, 0400), 1, key, err, sizeof err), 0);
+    /* readable by group or other: refused, with the reason */
+    CHECK_INT(zpipe_curve_read_key(key_file("k.sec", sec, 0644), 1, key, err, sizeof err), -1);
+    CHECK(strstr(err, "accessible by group/other") && strstr(err, "0644"));
+    CHECK_INT(zpipe_curve_read_key(key_file("k.sec", sec, 0640), 1, key, err, sizeof err), -1);
+    CHECK_INT(zpipe_curve_read_key(key_file("k.sec", sec, 0604), 1, key, err, sizeof err), -1);
+    /* public keys: readable is fine, writable by others is not */
+    CHECK_INT(zpipe_curve_read_key(key_file("k.pub", pub, 0644), 0, key, err, sizeof err), 0);
+    CHECK_INT(zpipe_curve_read_key(key_file("k.pub", pub, 0666), 0, key, err, sizeof err), -1);
+    /* format */
+    CHECK_INT(zpipe_curve_read_key(key_file("bad", "short", 0600), 1, key, err, sizeof err), -1);
+    CHECK_INT(zpipe_curve_read_key(key_file("bad", "0123456789012345678901234567890123456789\nx", 0600), 1, key, err, sizeof err), -1);
+    CHECK_INT(zpipe_curve_read_key(key_file("bad", "01234567890123456789012345678901234567 \"", 0600), 1, key, err, sizeof err), -1);
+    CHECK_INT(zpipe_curve_read_key("/nonexistent/key", 1, key, err, sizeof err), -1);
+    /* options: a public key that is not the secret's; a secret without a role */
+    zpipe_opts o = opts(0, 0);
+    char pub2[41], sec2[41];
+    zmq_curve_keypair(pub2, sec2);
+    o.curve_secret_file = key_file("k.sec", sec, 0600);
+    CHECK_INT(zpipe_curve_check(&o, err, sizeof err), -1);
+    o.curve_server_key_file = key_file("s.pub", pub2, 0644);
+    CHECK_INT(zpipe_curve_check(&o, err, sizeof err), 0);
+    o.curve_public_file = key_file("k2.pub", pub2, 0644);
+    CHECK_INT(zpipe_curve_check(&o, err, sizeof err), -1);
+    CHECK(strstr(err, "does not belong") != NULL);
+    o.curve_public_file = key_file("k.pub", pub, 0644);
+    CHECK_INT(zpipe_curve_check(&o, err, sizeof err), 0);
+}
+
+/* One record from a client with key pair (cpub, csec) to a CURVE server
+ * allowing only `allowed`: 1 if it arrived. plain = the client uses no CURVE. */
+static int curve_try(const char *allowed, const char *cpub, const char *csec, int plain)
+{
+    char spub[41], ssec[41], err[512], dir[300], bound[256];
+    zmq_curve_keypair(spub, ssec);
+    snprintf(dir, sizeof dir, "%s/allow", tmpdir);
+    mkdir(dir, 0700);
+    char kf[400];
+    snprintf(kf, sizeof kf, "%s/client.pub", dir);
+    FILE *f = fopen(kf, "w");
+    fprintf(f, "%s\n", allowed);
+    fclose(f);
+    chmod(kf, 0644);
+    zpipe_opts so = opts(0, 0);
+    so.curve_secret_file = key_file("srv.sec", ssec, 0600);
+    so.curve_allow_dir = dir;
+    zpipe_in *in = zpipe_in_open("@tcp://127.0.0.1:*", &so, err, sizeof err);
+    CHECK(in != NULL);
+    if (!in) return -1;
+    snprintf(bound, sizeof bound, ">%s", zpipe_in_endpoint(in));
+    zpipe_opts co = opts(0, 0);
+    if (!plain) {
+        co.curve_secret_file = key_file("cli.sec", csec, 0600);
+        co.curve_public_file = key_file("cli.pub", cpub, 0644);
+        co.curve_server_key_file = key_file("srv.pub", spub, 0644);
+    }
+    zpipe_out *out = zpipe_out_open(bound, &co, err, sizeof err);
+    CHECK(out != NULL);
+    int sent = out ? zpipe_out_send(out, "{\"x\":1}", 7, 1500) == 0 : 0;
+    buf_t m = BUF_INIT;
+    int got = zpipe_in_recv(in, &m, sent ? 1500 : 200) == ZPIPE_READY;
+    if (got) CHECK_STR(m.p, "{\"x\":1}");
+    buf_free(&m);
+    zpipe_out_close(out);
+    zpipe_in_close(in);
+    unlink(kf);
+    return got;
+}
+
+static void curve_allow_list(void)
+{
+    char apub[41], asec[41], bpub[41], bsec[41];
+    zmq_curve_keypair(apub, asec);
+    zmq_curve_keypair(bpub, bsec);
+    CHECK_INT(curve_try(apub, apub, asec, 0), 1);   /* allowed key: delivered */
+    CHECK_INT(curve_try(apub, bpub, bsec, 0), 0);   /* another key: refused by ZAP */
+    CHECK_INT(curve_try(apub, NULL, NULL, 1), 0);   /* no CURVE at all: refused */
+    CHECK_INT(curve_try(bpub, bpub, bsec, 0), 1);   /* and the ZAP handler restarts with a new context */
+}
+
+static void curve_config_refused(void)
+{
+    char pub[41], sec[41], err[512];
+    zmq_curve_keypair(pub, sec);
+    zpipe_opts o = opts(0, 0);
+    o.curve_secret_file = key_file("k.sec", sec, 0600);
+    o.curve_server_key_file = key_file("k.pub", pub, 0644);
+    /* a binding tcp socket is a server: it needs an allow-list */
+    CHECK(zpipe_in_open("@tcp://127.0.0.1:*", &o, err, sizeof err) == NULL);
+    CHECK(strstr(err, "allow-list") != NULL);
+    /* tcp mixed with ipc, or bind mixed with connect, on one CURVE socket */
+    CHECK(zpipe_out_open(">tcp://127.0.0.1:1,>ipc:///tmp/zz", &o, err, sizeof err) == NULL);
+    CHECK(zpipe_out_open(">tcp://127.0.0.1:1,@tcp://127.0.0.1:*", &o, err, sizeof err) == NULL);
+    /* a secret readable by others is refused at open too */
+    o.curve_secret_file = key_file("k.sec", sec, 0644);
+    CHECK(zpipe_out_open(">tcp://127.0.0.1:1", &o, err, sizeof err) == NULL);
+    CHECK(strstr(err, "group/other") != NULL);
+    /* ipc sockets ignore the keys */
+    o.curve_secret_file = key_file("k.sec", sec, 0600);
+    zpipe_out *out = zpipe_out_open(ep(">", "curve-ipc"), &o, err, sizeof err);
+    CHECK(out != NULL);
+    zpipe_out_close(out);
+}
+
+static void ipc_directory_mode(void)
+{
+    char err[512], d[200], e[300];
+    snprintf(d, sizeof d, "%s/open", tmpdir);
+    mkdir(d, 0700);
+    chmod(d, 0755);
+    snprintf(e, sizeof e, "@ipc://%s/x.sock", d);
+    CHECK(zpipe_in_open(e, NULL, err, sizeof err) == NULL);
+    CHECK(strstr(err, "ipc directory") && strstr(err, "accessible by others"));
+    e[0] = '>';
+    CHECK(zpipe_out_open(e, NULL, err, sizeof err) == NULL);   /* connecting there is refused too */
+    chmod(d, 0700);
+    e[0] = '@';
+    zpipe_in *in = zpipe_in_open(e, NULL, err, sizeof err);
+    CHECK(in != NULL);
+    zpipe_in_close(in);
+    /* a missing directory is created 0700 by the binder */
+    snprintf(d, sizeof d, "%s/made", tmpdir);
+    snprintf(e, sizeof e, "@ipc://%s/x.sock", d);
+    in = zpipe_in_open(e, NULL, err, sizeof err);
+    CHECK(in != NULL);
+    struct stat st;
+    CHECK(stat(d, &st) == 0 && (st.st_mode & 0777) == 0700);
+    zpipe_in_close(in);
+}
+
 static const t_case cases[] = {
     T(endpoint_syntax),
+    T(curve_key_files_checked),
+    T(curve_allow_list),
+    T(curve_config_refused),
+    T(ipc_directory_mode),
     T(ipc_pull_binds_by_default),
     T(tcp_ephemeral_port),
     T(push_binds_pull_connects),
