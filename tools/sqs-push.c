@@ -19,7 +19,10 @@
  *   "invalid"      the input line has an id but is not a valid wire record
  *                  (or SQS refused its content); "error" names the field.
  * Reports carry the wire record without its payload ("nopayload":true), the
- * lease of the claim and the scanner's "from" member when it had one.
+ * lease of the claim and the scanner's "from" member when it had one. They
+ * never hold pushing up: reports the output does not take at once wait in
+ * an outbox (10,000, then the oldest are dropped) offered every 200 ms, and
+ * for at most 2 s at exit.
  * A line without an id is only logged. Bad input never stops the tool. */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,7 +43,9 @@
 #define BODY_MAX          262144  /* SQS's classic limit, also fauxqs's (as store.c) */
 #define MAX_TRIES         5
 #define FIRST_BACKOFF_MS  500     /* doubles: 0.5 + 1 + 2 + 4 s between 5 tries */
-#define REPORT_TIMEOUT_MS 5000    /* a report not taken by then is dropped (logged) */
+#define OUTBOX_MAX        10000   /* reports waiting for state-update; then the oldest go */
+#define OUTBOX_RETRY_MS   200     /* how often waiting reports are offered again */
+#define OUTBOX_EXIT_MS    2000    /* how long a stopping sqs-push still offers them */
 
 typedef struct {
     sched_wire w;
@@ -62,6 +67,8 @@ typedef struct {
     size_t n;
     buf_t line;
     int out_dead;       /* stdout's reader is gone: reports are dropped */
+    char **outbox;      /* reports not taken yet, oldest first */
+    size_t nout;
     uint64_t pushed, failed, invalid, calls, dropped_reports;
 } pusher;
 
@@ -112,18 +119,43 @@ static void line_str(const char *line, size_t n, const char *key, char *out, siz
 
 /* ------------------------------------------------------------ reports */
 
-static void send_report(pusher *p, const buf_t *rec, const char *id)
+/* Offers the waiting reports, oldest first, each within timeout_ms; stops
+ * at the first one not taken (the output is busy or absent). */
+static void outbox_flush(pusher *p, int timeout_ms)
+{
+    size_t i = 0;
+    for (; i < p->nout; i++) {
+        if (!p->out_dead && zpipe_out_send(p->out, p->outbox[i], strlen(p->outbox[i]), timeout_ms) < 0) {
+            if (errno == EAGAIN) break;
+            log_ev(LOG_ERROR, errno == EPIPE ? "output closed: reports are dropped from now on" : "report not sendable",
+                   "error", strerror(errno), NULL);
+            if (errno == EPIPE) p->out_dead = 1;
+            p->dropped_reports++;
+        }
+        free(p->outbox[i]);
+    }
+    memmove(p->outbox, p->outbox + i, (p->nout - i) * sizeof *p->outbox);
+    p->nout -= i;
+}
+
+/* Queues a report and offers what waits. Reports never hold up pushing: a
+ * busy or absent state-update makes them wait in the outbox (the table is
+ * the truth; a dropped report costs a counter or an event). */
+static void send_report(pusher *p, const buf_t *rec)
 {
     if (p->out_dead) {
         p->dropped_reports++;
         return;
     }
-    if (zpipe_out_send(p->out, rec->p, rec->len, REPORT_TIMEOUT_MS) == 0) return;
-    int err = errno;
-    p->dropped_reports++;
-    if (err == EPIPE) p->out_dead = 1;
-    /* The table is the truth: a lost report costs a counter or an event. */
-    log_ev(LOG_WARN, "report not delivered", "id", id, "error", err == EAGAIN ? "state-update busy or absent" : strerror(err), NULL);
+    if (p->nout == OUTBOX_MAX) {
+        if (!p->dropped_reports++) log_ev(LOG_WARN, "state-update does not take reports: dropping the oldest", NULL);
+        free(p->outbox[0]);
+        memmove(p->outbox, p->outbox + 1, (p->nout - 1) * sizeof *p->outbox);
+        p->nout--;
+    }
+    if (!p->outbox) p->outbox = xmalloc(OUTBOX_MAX * sizeof *p->outbox);
+    p->outbox[p->nout++] = xstrndup(rec->p, rec->len);
+    outbox_flush(p, 0);
 }
 
 /* A report: the record without its payload, plus mid/report/error/from. */
@@ -144,7 +176,7 @@ static void report(pusher *p, item *it, const char *what)
         p->line.len -= 2;
         buf_printf(&p->line, ",\"from\":\"%s\"}\n", it->from);
     }
-    send_report(p, &p->line, w->r.id);
+    send_report(p, &p->line);
 }
 
 /* "invalid" for a line that is not a wire record but names an id. */
@@ -161,7 +193,7 @@ static void report_invalid(pusher *p, const char *id, const char *error)
     jw_key(&j, "error");
     jw_str(&j, error);
     jw_obj_end(&j);
-    send_report(p, &b, id);
+    send_report(p, &b);
     buf_free(&b);
 }
 
@@ -307,6 +339,7 @@ static int run(pusher *p, zpipe_in *in)
     int code = STAGE_EXIT_OK;
     for (;;) {
         int timeout = p->n ? (int)(deadline > time_mono_ms() ? deadline - time_mono_ms() : 0) : -1;
+        if (p->nout && (timeout < 0 || timeout > OUTBOX_RETRY_MS)) timeout = OUTBOX_RETRY_MS;
         int rc = zpipe_in_recv(in, &msg, timeout);
         if (rc == ZPIPE_READY) {
             if (take(p, &msg) == 0 && p->n == 1) deadline = time_mono_ms() + p->linger_ms;
@@ -314,7 +347,8 @@ static int run(pusher *p, zpipe_in *in)
             continue;
         }
         if (rc == ZPIPE_TIMEOUT) {
-            flush(p);
+            if (p->n && time_mono_ms() >= deadline) flush(p);
+            outbox_flush(p, 0);
             continue;
         }
         if (rc == ZPIPE_ERR) {
@@ -326,6 +360,12 @@ static int run(pusher *p, zpipe_in *in)
         break;   /* EOF, stop request (in-flight records still go out) or error */
     }
     flush(p);
+    /* Last reports: a bounded wait, then they are given up (logged). */
+    for (int64_t end = time_mono_ms() + OUTBOX_EXIT_MS; p->nout && time_mono_ms() < end;) outbox_flush(p, 100);
+    if (p->nout) {
+        log_ev(LOG_WARN, "reports not delivered at exit", "n", log_i64((int64_t)p->nout), NULL);
+        p->dropped_reports += p->nout;
+    }
     buf_free(&msg);
     return code;
 }
@@ -387,6 +427,8 @@ int main(int argc, char **argv)
         sched_wire_free(&p.batch[i].w);
         buf_free(&p.batch[i].body);
     }
+    for (size_t i = 0; i < p.nout; i++) free(p.outbox[i]);
+    free(p.outbox);
     buf_free(&p.line);
     store_close(p.s);
     return rc;

@@ -110,6 +110,7 @@ typedef struct {
     aws_client *sqs;
     store_counts *counts;
     zpipe_out *out;          /* NULL: no --out */
+    int out_stalled;
     seen_set seen;
     uint64_t ev_failed_seen;
     uint64_t n_applied, n_unchanged, n_failed, n_bad;
@@ -256,8 +257,14 @@ static void emit(updater *u, const peek_t *pk, const outcome *o)
     if (o->to >= 0) jw_key(&j, "to"), jw_str(&j, sched_state_name(o->to));
     if (o->error[0]) jw_key(&j, "error"), jw_str(&j, o->error);
     jw_obj_end(&j);
-    if (zpipe_out_send(u->out, u->line.p, u->line.len, OUT_TIMEOUT_MS) < 0)
-        log_ev(LOG_WARN, "output not delivered", "id", pk->id, "error", strerror(errno), NULL);
+    /* The output is informative: once it stalls, lines are dropped without
+     * waiting (logged once) until it takes one again. */
+    if (zpipe_out_send(u->out, u->line.p, u->line.len, u->out_stalled ? 0 : OUT_TIMEOUT_MS) == 0) {
+        u->out_stalled = 0;
+    } else if (!u->out_stalled) {
+        u->out_stalled = 1;
+        log_ev(LOG_WARN, "output does not take lines: dropping them", "id", pk->id, "error", strerror(errno), NULL);
+    }
 }
 
 /* A conditional write's result as an outcome. */

@@ -37,7 +37,7 @@ fresh() {
 }
 
 # sched ID IN: a schedule (written NEW when IN > 5 s).
-sched() { D schedule --in "$2" --topic t --payload "payload of $1" --id "$1" >/dev/null; }
+sched() { D schedule --in "$2" --topic t --payload "payload of $1" --id "$1" >/dev/null || fail "schedule $1"; }
 
 scan() { "$BIN/ddb-scan-due" --prefix "$PFX" --once "$@" 2>>"$LOG"; }
 push() { "$BIN/sqs-push" --prefix "$PFX" "$@" 2>>"$LOG"; }

@@ -62,7 +62,7 @@ for m in json.load(sys.stdin).get("Messages", []):
   printf '%s\n' "$got" | grep . | sort
 }
 
-sched() { D schedule --in 2h --topic t --payload "payload of $1" --id "$1" >/dev/null; }
+sched() { D schedule --in 2h --topic t --payload "payload of $1" --id "$1" >/dev/null || fail "schedule $1"; }
 
 # attr ID NAME: the attribute's S/N value in the raw item ("" if absent).
 attr() {
