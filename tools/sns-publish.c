@@ -195,6 +195,8 @@ typedef struct item {
     int from;                   /* state before the commit */
     int64_t at;                 /* wall ms when PublishBatch returned */
     int64_t late_us;
+    int64_t t_arrived, t_committed; /* wall ms, for the debug log */
+    int64_t commit_us;              /* how long the commit took */
     char *error;                /* publish error, "Code: message" */
 } item;
 
@@ -292,6 +294,7 @@ static struct {
     /* counters */
     uint64_t n_in, n_published, n_dropped, n_failed, n_released, n_deferred, n_rejected, n_replayed;
     uint64_t late_max_us;
+    uint64_t r_publish, r_delete, r_visibility;   /* requests made (not counting retries) */
 } P;
 
 #define COUNT(x) __atomic_fetch_add(&P.x, 1, __ATOMIC_RELAXED)
@@ -445,6 +448,7 @@ static void commit_won(item *it, sched_rec *out)
 {
     it->from = out->state;
     it->attempts = out->attempts + 1;
+    it->t_committed = time_now_ms();
     if (it->w.nopayload && out->payload) {
         sched_set_payload(&it->w.r, out->payload, out->psize);
         it->w.nopayload = 0;
@@ -469,7 +473,9 @@ static void *committer_main(void *arg)
     sched_rec_init(&out);
     char b[24];
     while ((it = commit_pop()) != NULL) {
+        int64_t t0 = time_mono_us();
         int rc = store_commit(c->s, &it->w, it->w.mid, &out);
+        it->commit_us = time_mono_us() - t0;
         if (rc == STORE_OK) commit_won(it, &out);
         else if (rc == STORE_LOST) commit_lost(it, &out);
         else if (rc == STORE_NOTFOUND) {
@@ -661,6 +667,7 @@ static void publish(publisher *p, item **b, size_t n)
     aws_err e;
     for (size_t i = 0; i < n; i++) build_entry(b[i], &ent[i], &mem[i]);
     int rc = sns_publish_batch(p->sns, b[0]->w.r.topic, ent, n, res, &e);
+    COUNT(r_publish);
     int64_t at_ns = wall_ns();
     for (size_t i = 0; i < n; i++) {
         item *it = b[i];
@@ -777,6 +784,7 @@ static void outbox_flush(tail *t, int timeout_ms)
             break;
         }
     }
+    if (!i) return;
     memmove(t->outbox, t->outbox + i, (t->nout - i) * sizeof *t->outbox);
     t->nout -= i;
 }
@@ -787,8 +795,12 @@ static void on_published(tail *t, item *it)
     snprintf(extra, sizeof extra, ",\"at\":%lld,\"late_ms\":%lld,\"late_us\":%lld,\"attempts\":%lld,\"from\":\"%s\"",
              (long long)it->at, (long long)(it->late_us / 1000), (long long)it->late_us, (long long)it->attempts,
              sched_state_name(it->from));
-    log_ev(LOG_DEBUG, "published", "id", it->w.r.id, "mid", it->w.mid, "late_us", i64s((char[24]){0}, it->late_us),
-           NULL);
+    if (log_level() <= LOG_DEBUG) {
+        char a[24], b[24], c[24], d[24];
+        log_ev(LOG_DEBUG, "published", "id", it->w.r.id, "mid", it->w.mid, "late_us", i64s(a, it->late_us),
+               "arrived_ms_before", i64s(b, it->w.r.due - it->t_arrived), "committed_ms_before",
+               i64s(c, it->w.r.due - it->t_committed), "commit_us", i64s(d, it->commit_us), NULL);
+    }
     outbox_add(t, report_line(it, "published", extra));
 }
 
@@ -829,6 +841,7 @@ static void flush_deletes(tail *t, int final)
     for (size_t i = 0; i < t->ndel; i += SQS_BATCH_MAX) {
         size_t m = t->ndel - i < SQS_BATCH_MAX ? t->ndel - i : SQS_BATCH_MAX;
         for (size_t k = 0; k < m; k++) ent[k] = (sqs_handle_entry){NULL, t->del[i + k]->w.rh, 0};
+        COUNT(r_delete);
         if (sqs_delete_batch(t->sqs, P.url, ent, m, res, &e) < 0) {
             log_ev(LOG_ERROR, "delete failed", "code", e.code, "error", e.message, NULL);
             for (size_t k = 0; k < m; k++) {
@@ -857,6 +870,7 @@ static void vis_calls(tail *t, const sqs_handle_entry *ent, item *const *its, si
     aws_err e;
     for (size_t i = 0; i < n; i += SQS_BATCH_MAX) {
         size_t m = n - i < SQS_BATCH_MAX ? n - i : SQS_BATCH_MAX;
+        COUNT(r_visibility);
         if (sqs_change_visibility_batch(t->sqs, P.url, ent + i, m, res, &e) < 0) {
             log_ev(LOG_ERROR, "visibility change failed", "code", e.code, "error", e.message, NULL);
             continue;
@@ -1001,6 +1015,7 @@ static void accept_record(reader *r, const char *line, size_t len)
         return;
     }
     COUNT(n_in);
+    it->t_arrived = time_now_ms();
     reg_add(it);
     int64_t ahead = it->w.r.due - time_now_ms();
     if (ahead > P.cfg.max_hold_ms) {
@@ -1188,10 +1203,15 @@ static void init_shared(void)
 
 static void log_summary(void)
 {
-    log_ev(LOG_INFO, "stopped", "received", log_i64((int64_t)P.n_in), "published", log_i64((int64_t)P.n_published),
-           "replayed", log_i64((int64_t)P.n_replayed), "dropped", log_i64((int64_t)P.n_dropped), "failed",
-           log_i64((int64_t)P.n_failed), "deferred", log_i64((int64_t)P.n_deferred), "handed_back",
-           log_i64((int64_t)(P.n_released - P.n_deferred)), "rejected", log_i64((int64_t)P.n_rejected), NULL);
+    /* log_i64 has only 8 buffers: format here */
+    char v[13][24];
+    const uint64_t n[13] = {P.n_in, P.n_published, P.n_replayed, P.n_dropped, P.n_failed, P.n_deferred,
+                            P.n_released - P.n_deferred, P.n_rejected, P.r_publish, P.r_delete, P.r_visibility,
+                            P.late_max_us, 0};
+    for (int i = 0; i < 12; i++) i64s(v[i], (int64_t)n[i]);
+    log_ev(LOG_INFO, "stopped", "received", v[0], "published", v[1], "replayed", v[2], "dropped", v[3], "failed", v[4],
+           "deferred", v[5], "handed_back", v[6], "rejected", v[7], "publish_requests", v[8], "delete_requests", v[9],
+           "visibility_requests", v[10], "late_max_us", v[11], NULL);
 }
 
 int main(int argc, char **argv)
@@ -1223,10 +1243,14 @@ int main(int argc, char **argv)
     }
     stage_ready(&o);
     int how = read_loop(&r);
+    /* Close the input first: an upstream PUSH must stop sending here at
+     * once (what it queued into a closed PULL is gone, and only comes back
+     * after its visibility timeout). */
+    zpipe_in_close(r.in);
+    r.in = NULL;
     if (how != 0) hand_back(&r);
     stop_workers(&w);
     log_summary();
-    zpipe_in_close(r.in);
     zpipe_out_close(w.t.out);
     free_workers(&w);
     free(r.h.v);

@@ -1,0 +1,387 @@
+#!/usr/bin/env bash
+# test_stage_drain_publish: the stages sqs-drain and sns-publish against the
+# local stack. Schedules are created with `delayer schedule --in Ns` (under
+# the window, so the CLI itself puts them into the delay queue: fast track);
+# the two stages run as `sqs-drain | sns-publish` or over ipc:// endpoints;
+# an SQS queue subscribed (raw delivery) to the topic receives what is
+# published. Checked: every message arrives exactly once and never before
+# its due time, state PUBLISHED, the delay queue empty afterwards;
+# cancelled schedules and duplicate copies are dropped; a publish to a
+# deleted topic goes back to ENQUEUED with last_error and ends in the
+# dead-letter queue, where `sqs-drain --queue dead` reports it; a crash
+# between commit and publish is repaired by the redelivery; SIGTERM hands
+# held messages back, and a new instance publishes them.
+REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
+cd "$REPO" || exit 1
+. tests/lib/stack.sh
+. tests/lib/cli.sh
+PFX=$(new_prefix)
+TDIR=$(mktemp -d "${TMPDIR:-/tmp}/delayer-dp.XXXXXX")
+EP="ipc://$TDIR/publish.sock"
+DRAIN_PID=
+PUB_PID=
+
+oneTimeSetUp() {
+  stack_start || return 1
+  export DELAYER_EVENTS=0
+  D init --topic t --topic gone >/dev/null || return 1
+  DELAY_URL=$(queue_url "$PFX-delay") || return 1
+  DEAD_URL=$(queue_url "$PFX-dead") || return 1
+  # A short visibility timeout keeps the redelivery tests quick (and makes
+  # sns-publish extend the visibility of what it holds longer than 3 s).
+  sqs SetQueueAttributes "{\"QueueUrl\":\"$DELAY_URL\",\"Attributes\":{\"VisibilityTimeout\":\"6\"}}" >/dev/null || return 1
+  sqs CreateQueue "{\"QueueName\":\"$PFX-sub\"}" >/dev/null || return 1
+  SUB_URL=$(queue_url "$PFX-sub") || return 1
+  TOPIC=$(topic_arn t) || return 1
+  "$BIN/aws-call" sns Subscribe TopicArn="$TOPIC" Protocol=sqs \
+    Endpoint="arn:aws:sqs:${AWS_REGION:-us-east-1}:000000000000:$PFX-sub" \
+    Attributes.entry.1.key=RawMessageDelivery Attributes.entry.1.value=true >/dev/null || return 1
+}
+
+oneTimeTearDown() {
+  stop_stages
+  cli_cleanup
+  [ -n "${KEEP_TDIR:-}" ] || rm -rf -- "$TDIR"
+  stack_stop
+}
+
+setUp() {
+  : >"$TDIR/delivered"
+  : >"$TDIR/reports"
+}
+
+# Every stage's stderr is checked for sanitizer reports (DELAYER_BIN may
+# point at an ASan/UBSan build), then kept aside.
+tearDown() {
+  stop_stages
+  local f
+  for f in "$TDIR"/*.log; do
+    [ -f "$f" ] || continue
+    if grep -qE 'Sanitizer|runtime error:' "$f"; then
+      fail "sanitizer report in $(basename "$f")"
+      grep -E -A12 'Sanitizer|runtime error:' "$f" | head -40
+    fi
+    cat "$f" >>"$f.all"
+    rm -f "$f"
+  done
+}
+
+# ------------------------------------------------------------ helpers
+
+sqs() { "$BIN/aws-call" sqs "$@"; }
+
+queue_url() {
+  sqs GetQueueUrl "{\"QueueName\":\"$1\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["QueueUrl"])'
+}
+
+# topic_arn NAME: the ARN the deployment recorded for topic NAME.
+topic_arn() {
+  "$BIN/aws-call" dynamodb GetItem "{\"TableName\":\"$PFX-meta\",\"Key\":{\"k\":{\"S\":\"topic#$1\"}}}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Item"]["arn"]["S"])'
+}
+
+# visible URL: messages in the queue, visible + in flight + delayed.
+queue_depth() {
+  sqs GetQueueAttributes "{\"QueueUrl\":\"$1\",\"AttributeNames\":[\"All\"]}" | python3 -c '
+import json, sys
+a = json.load(sys.stdin)["Attributes"]
+print(sum(int(a.get(k, 0)) for k in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed")))'
+}
+
+queue_visible() {
+  sqs GetQueueAttributes "{\"QueueUrl\":\"$1\",\"AttributeNames\":[\"ApproximateNumberOfMessages\"]}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Attributes"]["ApproximateNumberOfMessages"])'
+}
+
+state() { json_field "$(D get "$1")" state; }
+field() { json_field "$(D get "$1")" "$2"; }
+
+sched() { # sched ID IN [TOPIC]
+  D schedule --id "$1" --in "$2" --topic "${3:-t}" --payload "payload of $1" --attr "k=$1" >/dev/null
+}
+
+# wire_body ID: the schedule's wire record as an SQS body (what the CLI
+# sent), rebuilt from its DynamoDB item: for duplicate copies.
+wire_body() {
+  "$BIN/aws-call" dynamodb GetItem "{\"TableName\":\"$PFX-schedules\",\"Key\":{\"id\":{\"S\":\"$1\"}},\"ConsistentRead\":true}" |
+    python3 -c '
+import json, sys
+i = json.load(sys.stdin)["Item"]
+print(json.dumps({"id": i["id"]["S"], "due": int(i["due"]["N"]), "topic": i["topic"]["S"],
+                  "payload": i["payload"]["S"], "attrs": {k: v["S"] for k, v in i.get("attrs", {}).get("M", {}).items()},
+                  "chash": i["chash"]["S"], "lease": int(i.get("lease", {"N": "0"})["N"])}))'
+}
+
+send_body() { # send_body BODY DELAY
+  python3 -c 'import json,sys; print(json.dumps({"QueueUrl": sys.argv[1], "MessageBody": sys.argv[2], "DelaySeconds": int(sys.argv[3])}))' \
+    "$DELAY_URL" "$1" "$2" | sqs SendMessage - >/dev/null
+}
+
+# collect: moves what the subscribed queue holds into $TDIR/delivered, one
+# line per message: id, due (ms, from delayer.due), SentTimestamp (when SNS
+# delivered it), delayer.attempt, body.
+collect() {
+  python3 - "$BIN/aws-call" "$SUB_URL" >>"$TDIR/delivered" <<'EOF'
+import datetime, json, subprocess, sys
+call, url = sys.argv[1], sys.argv[2]
+def aws(op, body):
+    r = subprocess.run([call, "sqs", op, json.dumps(body)], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+while True:
+    msgs = aws("ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 0,
+                                  "MessageAttributeNames": ["All"], "AttributeNames": ["All"]}).get("Messages", [])
+    if not msgs:
+        break
+    for m in msgs:
+        a = {k: v.get("StringValue", "") for k, v in m.get("MessageAttributes", {}).items()}
+        due = a.get("delayer.due", "")
+        due_ms = 0
+        if due:
+            t = datetime.datetime.strptime(due, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+            due_ms = round(t.timestamp() * 1000)
+        print("\t".join([a.get("delayer.id", ""), str(due_ms), m["Attributes"]["SentTimestamp"],
+                         a.get("delayer.attempt", ""), m["Body"]]))
+    aws("DeleteMessageBatch", {"QueueUrl": url, "Entries": [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                          for i, m in enumerate(msgs)]})
+EOF
+}
+
+delivered_count() { collect; grep -c '' "$TDIR/delivered"; }
+delivered_ids() { cut -f1 "$TDIR/delivered" | sort; }
+
+# wait_delivered N SECONDS: until N messages arrived (1 if reached).
+wait_delivered() {
+  local i
+  for i in $(seq 1 $(($2 * 5))); do
+    [ "$(delivered_count)" -ge "$1" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# wait_until SECONDS CMD...: until CMD succeeds.
+wait_until() {
+  local t=$1 i
+  shift
+  for i in $(seq 1 $((t * 5))); do
+    "$@" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+queue_empty() { [ "$(queue_depth "$DELAY_URL")" = 0 ]; }
+dead_letters() { [ "$(queue_depth "$DEAD_URL")" = "$1" ]; }
+
+# Lines delivered before their due time (must be none).
+early_lines() { awk -F'\t' '$3 < $2' "$TDIR/delivered"; }
+
+start_drain() {
+  "$BIN/sqs-drain" --prefix "$PFX" --out "$EP" --wait 2 "$@" 2>>"$TDIR/drain.log" &
+  DRAIN_PID=$!
+}
+
+start_publish() {
+  "$BIN/sns-publish" --prefix "$PFX" --in "$EP" --out - "$@" >>"$TDIR/reports" 2>>"$TDIR/publish.log" &
+  PUB_PID=$!
+}
+
+# stop PID: SIGTERM, then the exit status (or 999 if it outlived 5 s and
+# had to be killed).
+stop() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 50); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid"
+      return $?
+    fi
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 999
+}
+
+stop_stages() {
+  [ -n "$DRAIN_PID" ] && stop "$DRAIN_PID"
+  [ -n "$PUB_PID" ] && stop "$PUB_PID"
+  DRAIN_PID=
+  PUB_PID=
+}
+
+report_count() { grep -c "\"report\":\"$1\"" "$TDIR/reports"; }
+
+# ------------------------------------------------------------ tests
+
+test_help_and_usage() {
+  run "$BIN/sqs-drain" --help
+  assertEquals 0 "$RC"
+  for o in --queue --concurrency --wait --hold --in --out --log-level --ready-fd --metrics --version; do
+    case $o in --in) continue ;; esac
+    assertContains "sqs-drain --help lists $o" "$OUT" "$o"
+  done
+  run "$BIN/sns-publish" --help
+  assertEquals 0 "$RC"
+  for o in --commit-lead --linger --max-hold --retry-backoff --delete-flush --commit-threads --publish-threads --in --out; do
+    assertContains "sns-publish --help lists $o" "$OUT" "$o"
+  done
+  run "$BIN/sqs-drain" --concurrency 0
+  assertEquals 100 "$RC"
+  run "$BIN/sns-publish" --linger soon
+  assertEquals 100 "$RC"
+  run "$BIN/sns-publish" --prefix "nope$RANDOM" --in -
+  assertEquals "an uninitialised deployment is a configuration error" 100 "$RC"
+}
+
+# The shell pipeline: every message once, never early, all PUBLISHED, the
+# delay queue empty; the reports say how late each one was.
+test_pipeline_delivers_each_once_on_time() {
+  local n=30 i ids=()
+  for i in $(seq 1 $n); do
+    sched "ok-$i" "$((2000 + i * 97 % 2500))ms" || fail "schedule ok-$i"
+    ids+=("ok-$i")
+  done
+  sh -c 'echo $$ >"$1"; exec "$2" --prefix "$3" --out - --wait 2' _ "$TDIR/drain.pid" "$BIN/sqs-drain" "$PFX" 2>>"$TDIR/drain.log" |
+    "$BIN/sns-publish" --prefix "$PFX" --in - --out - >>"$TDIR/reports" 2>>"$TDIR/publish.log" &
+  PUB_PID=$!
+  wait_delivered $n 20 || fail "only $(grep -c '' "$TDIR/delivered") of $n delivered"
+  sleep 1
+  assertEquals "delivered exactly once each" "$(printf '%s\n' "${ids[@]}" | sort)" "$(delivered_ids)"
+  assertEquals "delivered before due" "" "$(early_lines)"
+  for i in "${ids[@]}"; do assertEquals "state of $i" PUBLISHED "$(state "$i")"; done
+  assertEquals "body" "payload of ok-7" "$(awk -F'\t' '$1 == "ok-7" {print $5}' "$TDIR/delivered")"
+  assertEquals "attempt" 1 "$(awk -F'\t' '$1 == "ok-7" {print $4}' "$TDIR/delivered")"
+  wait_until 5 queue_empty || fail "delay queue not empty: $(queue_depth "$DELAY_URL")"
+  # The drain stops on SIGTERM; sns-publish then sees the end of its input
+  # and exits 0 once everything is done.
+  stop "$(cat "$TDIR/drain.pid")"
+  assertEquals "sqs-drain exit" 0 $?
+  wait "$PUB_PID"
+  assertEquals "sns-publish exit" 0 $?
+  PUB_PID=
+  assertEquals "published reports" $n "$(report_count published)"
+  python3 - "$TDIR/reports" <<'EOF'
+import json, sys
+late = sorted(r["late_us"] / 1000 for r in map(json.loads, open(sys.argv[1])) if r.get("report") == "published")
+print("lateness at SNS (ms): p50 %.2f  p90 %.2f  max %.2f  (n=%d)" % (late[len(late) // 2], late[int(len(late) * .9)], late[-1], len(late)))
+EOF
+}
+
+test_cancelled_is_not_delivered_and_deleted() {
+  sched can-1 3s
+  sched can-keep 3200ms
+  D cancel can-1 >/dev/null || fail "cancel"
+  start_publish
+  start_drain
+  wait_delivered 1 15 || fail "can-keep not delivered"
+  sleep 1
+  collect
+  assertEquals "only the schedule not cancelled" "can-keep" "$(delivered_ids)"
+  assertEquals CANCELLED "$(state can-1)"
+  assertContains "$(cat "$TDIR/publish.log")" 'msg=dropped id=can-1'
+  wait_until 5 queue_empty || fail "the cancelled schedule's message is still in the delay queue"
+}
+
+test_duplicate_copy_is_dropped() {
+  sched dup-1 4s
+  send_body "$(wire_body dup-1)" 2   # a second copy, another MessageId
+  start_publish
+  start_drain
+  wait_delivered 1 15 || fail "dup-1 not delivered"
+  sleep 1.5
+  collect
+  assertEquals "delivered once" "dup-1" "$(delivered_ids)"
+  assertEquals PUBLISHED "$(state dup-1)"
+  assertContains "$(cat "$TDIR/publish.log")" 'why="duplicate copy'
+  wait_until 5 queue_empty || fail "the duplicate is still in the delay queue"
+}
+
+test_failed_publish_goes_back_then_dead_letter() {
+  local arn out
+  sched fail-1 2s gone
+  arn=$(field fail-1 topic)
+  "$BIN/aws-call" sns DeleteTopic TopicArn="$arn" >/dev/null || fail "DeleteTopic"
+  start_publish --retry-backoff 0
+  start_drain
+  wait_until 30 dead_letters 1 || fail "not in the dead-letter queue"
+  stop_stages
+  assertEquals "state after the failures" ENQUEUED "$(state fail-1)"
+  assertNotNull "last_error" "$(field fail-1 last_error)"
+  assertEquals "one publish_failed report per receive (maxReceiveCount 5)" 5 "$(report_count publish_failed)"
+  assertEquals "attempts" 5 "$(field fail-1 attempts)"
+  assertEquals "nothing delivered" 0 "$(delivered_count)"
+  out=$(timeout --preserve-status -s TERM 4 "$BIN/sqs-drain" --prefix "$PFX" --queue dead --out - --wait 1 2>>"$TDIR/drain.log")
+  assertEquals "dead drain exit" 0 $?
+  assertContains "$out" '"id":"fail-1"'
+  assertContains "$out" '"report":"dead"'
+  assertContains "dead report carries the last error" "$out" "\"error\":$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$(field fail-1 last_error)")"
+  wait_until 5 dead_letters 0 || fail "dead-letter message not deleted after its report"
+}
+
+test_crash_between_commit_and_publish_is_repaired() {
+  sched crash-1 3s
+  start_drain
+  DELAYER_TEST_CRASH_AFTER_COMMIT=1 "$BIN/sns-publish" --prefix "$PFX" --in "$EP" --out - \
+    >>"$TDIR/reports" 2>>"$TDIR/publish.log" &
+  PUB_PID=$!
+  wait "$PUB_PID"
+  assertEquals "crash hook exit" 137 $?
+  PUB_PID=
+  assertEquals "committed before the crash" PUBLISHED "$(state crash-1)"
+  assertEquals "not published by the crashed instance" 0 "$(delivered_count)"
+  start_publish
+  wait_delivered 1 20 || fail "not published after the crash"
+  sleep 1
+  collect
+  assertEquals "delivered once" "crash-1" "$(delivered_ids)"
+  assertEquals "second attempt" 2 "$(awk -F'\t' '{print $4}' "$TDIR/delivered")"
+  assertContains "a replay of the same delivery" "$(cat "$TDIR/reports")" '"from":"PUBLISHED"'
+  assertEquals "delivered before due" "" "$(early_lines)"
+  wait_until 5 queue_empty || fail "delay queue not empty"
+}
+
+test_sigterm_hands_back_and_a_new_instance_publishes() {
+  local t0 rc
+  sched term-1 12s
+  send_body "$(wire_body term-1)" 0   # a copy that arrives now: held ~12 s
+  start_publish --max-hold 30s
+  start_drain
+  wait_until 10 grep -q 'msg=ready' "$TDIR/publish.log"
+  sleep 2
+  t0=$(date +%s%N)
+  stop "$PUB_PID"
+  rc=$?
+  PUB_PID=
+  assertEquals "sns-publish exit on SIGTERM" 0 "$rc"
+  assertTrue "stopped within 5 s" "[ $((($(date +%s%N) - t0) / 1000000)) -lt 5000 ]"
+  assertContains "$(cat "$TDIR/publish.log")" 'handed_back=1'
+  stop "$DRAIN_PID"
+  assertEquals "sqs-drain exit on SIGTERM" 0 $?
+  DRAIN_PID=
+  assertEquals "handed back: visible again at once" 1 "$(queue_visible "$DELAY_URL")"
+  assertEquals "still waiting" ENQUEUED "$(state term-1)"
+  start_publish
+  start_drain
+  wait_delivered 1 20 || fail "not published by the new instance"
+  sleep 1.5
+  collect
+  assertEquals "delivered once" "term-1" "$(delivered_ids)"
+  assertEquals "delivered before due" "" "$(early_lines)"
+  assertEquals PUBLISHED "$(state term-1)"
+  wait_until 5 queue_empty || fail "delay queue not empty"
+}
+
+# Last: the bad message stays in the delay queue (for the dead-letter
+# queue), which would disturb the "queue empty" checks of the others.
+test_invalid_body_is_reported_and_left() {
+  local out
+  send_body '{"id":"bad-1","due":"soon"}' 0
+  out=$(timeout --preserve-status -s TERM 3 "$BIN/sqs-drain" --prefix "$PFX" --out - --wait 1 2>"$TDIR/drain-bad.log")
+  assertContains "$out" '"id":"bad-1"'
+  assertContains "$out" '"report":"invalid"'
+  assertContains "$(cat "$TDIR/drain-bad.log")" 'msg="message body is not a schedule record"'
+  assertEquals "left in the queue, not deleted" 1 "$(queue_depth "$DELAY_URL")"
+}
+
+. /usr/share/shunit2/shunit2
