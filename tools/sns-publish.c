@@ -1018,9 +1018,12 @@ static void accept_record(reader *r, const char *line, size_t len)
     it->t_arrived = time_now_ms();
     reg_add(it);
     int64_t ahead = it->w.r.due - time_now_ms();
-    if (ahead > P.cfg.max_hold_ms) {
-        /* rounded down: the message comes back before its time, never after */
-        int64_t s = ahead / 1000;
+    /* Rounded down, less one second: the message comes back 1-2 s before
+     * its time, early enough for the commit. Never a visibility of 0 (the
+     * message would return at once, again and again, each receive counting
+     * towards maxReceiveCount): below 2 s ahead it is held. */
+    int64_t s = (ahead - 1000) / 1000;
+    if (ahead > P.cfg.max_hold_ms && s >= 1) {
         it->vis = s > VIS_MAX ? VIS_MAX : (int)s;
         log_ev(LOG_DEBUG, "too early: back to the queue", "id", it->w.r.id, "mid", it->w.mid, "vis", log_i64(it->vis), NULL);
         COUNT(n_deferred);

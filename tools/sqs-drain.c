@@ -494,6 +494,16 @@ static void hide(drain *d, const sqs_message *m)
     set_visibility(d->c, G.url, &rh, 1, VIS_MAX);
 }
 
+static void set_holding(int holding, int64_t pause_ms, int probe);
+
+/* A send went through after the downstream had failed: back to normal. */
+static void downstream_ok(drain *d)
+{
+    log_ev(LOG_INFO, "downstream takes records again", NULL);
+    d->probing = 0;
+    set_holding(0, 0, 0);
+}
+
 static void process(drain *d, const sqs_message *m, buf_t *line)
 {
     char err[512];
@@ -506,7 +516,8 @@ static void process(drain *d, const sqs_message *m, buf_t *line)
     }
     int rc = d->nh ? 1 : send_line(d, line->p, line->len, m->message_id, SEND_TIMEOUT_MS);
     if (rc == 1) hold(d, m, line);
-    else if (rc == 0 && d->cfg.dead) want_delete(d, m->receipt_handle);
+    if (rc == 0 && d->cfg.dead) want_delete(d, m->receipt_handle);
+    if (rc == 0 && d->probing) downstream_ok(d);
 }
 
 /* Hands every held message back (visibility 0) and forgets it. */
@@ -560,11 +571,8 @@ static void retry_held(drain *d)
         d->nh -= i;
     }
     int64_t now = time_mono_ms();
-    if (!d->nh) {
-        log_ev(LOG_INFO, "downstream takes records again", NULL);
-        d->probing = 0;
-        set_holding(0, 0, 0);
-    } else if (!d->probing && now - d->h[0].since >= d->cfg.hold_ms) {
+    if (!d->nh) downstream_ok(d);
+    else if (!d->probing && now - d->h[0].since >= d->cfg.hold_ms) {
         log_ev(LOG_WARN, "handing held messages back to the queue", "n", log_i64((int64_t)d->nh), NULL);
         release_held(d);
         d->probing = 1;

@@ -348,13 +348,17 @@ test_sigterm_hands_back_and_a_new_instance_publishes() {
   start_publish --max-hold 30s
   start_drain
   wait_until 10 grep -q 'msg=ready' "$TDIR/publish.log"
-  sleep 2
+  # Held for more than half the visibility timeout (6 s): extended, so SQS
+  # does not deliver it a second time meanwhile.
+  sleep 4.5
+  assertContains "$(cat "$TDIR/publish.log")" 'msg="extending the visibility of held messages" n=1'
   t0=$(date +%s%N)
   stop "$PUB_PID"
   rc=$?
   PUB_PID=
   assertEquals "sns-publish exit on SIGTERM" 0 "$rc"
   assertTrue "stopped within 5 s" "[ $((($(date +%s%N) - t0) / 1000000)) -lt 5000 ]"
+  assertContains "$(cat "$TDIR/publish.log")" 'received=1 '
   assertContains "$(cat "$TDIR/publish.log")" 'handed_back=1'
   stop "$DRAIN_PID"
   assertEquals "sqs-drain exit on SIGTERM" 0 $?
@@ -369,6 +373,23 @@ test_sigterm_hands_back_and_a_new_instance_publishes() {
   assertEquals "delivered once" "term-1" "$(delivered_ids)"
   assertEquals "delivered before due" "" "$(early_lines)"
   assertEquals PUBLISHED "$(state term-1)"
+  wait_until 5 queue_empty || fail "delay queue not empty"
+}
+
+# No downstream: sqs-drain holds what it received, hands it back after
+# --hold, probes, and sends it once sns-publish is there.
+test_drain_holds_while_no_downstream() {
+  sched hold-1 2s
+  start_drain --hold 1s
+  wait_until 10 grep -q 'msg="downstream does not take records' "$TDIR/drain.log" || fail "drain did not hold"
+  wait_until 5 grep -q 'msg="handing held messages back' "$TDIR/drain.log" || fail "drain did not hand back"
+  start_publish
+  wait_delivered 1 20 || fail "hold-1 not delivered"
+  sleep 1
+  collect
+  assertEquals "delivered once" "hold-1" "$(delivered_ids)"
+  assertContains "$(cat "$TDIR/drain.log")" 'msg="downstream takes records again"'
+  assertEquals PUBLISHED "$(state hold-1)"
   wait_until 5 queue_empty || fail "delay queue not empty"
 }
 
