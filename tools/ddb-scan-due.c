@@ -16,6 +16,10 @@
  * The main cursor starts where the recovery pass ends (the minute of
  * now - grace), so after downtime every old minute is read once, by the
  * recovery pass, starting at the checkpoint: nothing is skipped.
+ * The main pass only moves forward, so the scanner's window must not exceed
+ * the window schedules are created with (both come from the deployment's
+ * config unless overridden): a schedule created NEW with a due time the
+ * cursor has already passed is found by the recovery pass, grace late.
  *
  * Durability: the claim is the durable step. A record lost in a pipe or in a
  * dead sqs-push waits for its lease to expire and is re-claimed.
@@ -83,7 +87,6 @@ typedef struct {
     held_rec held;
     shard_st *sh;
     size_t nsh;
-    int once;
     int blocked;        /* downstream refused a record: no more claims this tick */
     int fatal;          /* stdout's reader is gone: stop the process */
     tick_stats t;
@@ -104,7 +107,7 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static const stage_opt opts[] = {
     {"tick", "DURATION", "time between two scans [1s]"},
     {"shard", "I/N", "own the due-index shards s with s % N == I [0/1: all]"},
-    {"window", "DURATION", "claim what is due within this time [$DELAYER_WINDOW or the deployment's]"},
+    {"window", "DURATION", "claim what is due within this; keep it <= the creators' window [$DELAYER_WINDOW or config]"},
     {"prefix", "P", "deployment prefix [$DELAYER_PREFIX or delayer]"},
     {"once", NULL, "one pass over every owned shard (catching up from the checkpoint), then exit"},
     {NULL, NULL, NULL}};

@@ -216,6 +216,13 @@ static int take(pusher *p, const buf_t *msg)
         report_invalid(p, id, err);
         return -1;
     }
+    if (it->w.report) {
+        /* A report wired to the wrong stage: it must never become a message. */
+        p->invalid++;
+        log_ev(LOG_ERROR, "invalid record", "id", it->w.r.id, "error", "report: a report record is not a schedule", NULL);
+        sched_wire_free(&it->w);
+        return -1;
+    }
     line_str(msg->p, msg->len, "from", it->from, sizeof it->from);
     /* The SQS body: the record without stage fields. */
     sched_wire body;
