@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# End-to-end: the five stages under the supervisor (pipelines/local.conf) on
+# the local stack. What arrives is read by `delayer watch --json` (a queue
+# subscribed to the topic, raw delivery): every schedule exactly once, never
+# before its due time, and the state table agrees.
+. "$(dirname "$0")/../lib/stack.sh"
+. "$(dirname "$0")/../lib/cli.sh"
+
+SUP="$REPO/scripts/delayer-supervise"
+
+oneTimeSetUp() {
+  stack_start || fail "stack"
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/delayer-e2e.XXXXXX")
+  export DELAYER_BIN=$BIN
+}
+
+oneTimeTearDown() {
+  [ -n "${RUN:-}" ] && "$SUP" -c "$CONF" -d "$RUN" stop >/dev/null 2>&1
+  stack_stop
+  cli_cleanup
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+}
+
+# A deployment with a 5 s window (most schedules go through the state table)
+# and a pipeline from local.conf, edited by the sed expression in $1.
+pipeline_up() {
+  PFX=$(new_prefix)
+  export DELAYER_PREFIX=$PFX
+  DELAYER_WINDOW=5s D init --topic t >/dev/null || fail "init"
+  CONF="$WORK/$PFX.conf"
+  RUN="$WORK/run-$PFX"
+  sed -e "${1:-s/^//}" "$REPO/pipelines/local.conf" >"$CONF"
+  "$SUP" -c "$CONF" -d "$RUN" start >/dev/null || { fail "pipeline start"; cat "$RUN"/*.log; }
+}
+
+pipeline_down() {
+  "$SUP" -c "$CONF" -d "$RUN" stop >/dev/null || fail "pipeline stop"
+  if grep -h 'level=error' "$RUN"/*.log | grep -v 'watch' | head -5 | grep -q .; then
+    echo "errors logged by the stages:"; grep -h 'level=error' "$RUN"/*.log | head -5
+  fi
+  RUN=
+}
+
+# watch_start N TIMEOUT: a subscribed queue collecting N arrivals as NDJSON.
+watch_start() {
+  WATCH_OUT="$WORK/watch-$PFX.ndjson"
+  D watch --topic t --json --count "$1" --timeout "$2" >"$WATCH_OUT" 2>"$WORK/watch.err" &
+  WATCH_PID=$!
+  for _ in $(seq 50); do grep -q watching "$WORK/watch.err" && return 0; sleep 0.1; done
+  fail "watch did not subscribe"
+}
+
+# make_schedules N FROM_S TO_S: N NDJSON lines due evenly between now+FROM and now+TO.
+make_schedules() {
+  python3 - "$@" <<'PY'
+import json, sys, time
+n, lo, hi = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+now = time.time() * 1000
+for i in range(n):
+    at = int(now + (lo + (hi - lo) * i / max(n - 1, 1)) * 1000)
+    print(json.dumps({"id": "e2e-%05d" % i, "at": at, "topic": "t", "payload": "payload %d" % i,
+                      "attrs": {"n": str(i)}}))
+PY
+}
+
+# check_arrivals EXPECTED_IDS_FILE: exactly these ids, once each, none early.
+check_arrivals() {
+  python3 - "$WATCH_OUT" "$1" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+want = set(l.strip() for l in open(sys.argv[2]) if l.strip())
+ids = [r["id"] for r in rows]
+dups = len(ids) - len(set(ids))
+early = [r for r in rows if r["late_ms"] is None or r["late_ms"] < 0]
+missing = want - set(ids)
+extra = set(ids) - want
+late = sorted(r["late_ms"] for r in rows if r["late_ms"] is not None)
+p = lambda q: late[min(len(late) - 1, int(q * len(late)))] if late else None
+print("arrived %d, duplicates %d, early %d, missing %d, unexpected %d, lateness ms p50 %s p99 %s max %s"
+      % (len(rows), dups, len(early), len(missing), len(extra), p(.5), p(.99), late[-1] if late else None))
+sys.exit(0 if not (dups or early or missing or extra) else 1)
+PY
+}
+
+stats_of() { D stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d.get("states", d); print(s.get(sys.argv[1], 0) if isinstance(s, dict) else [x for x in s if x.get("state")==sys.argv[1]][0]["count"])' "$1"; }
+
+run_thousand() {
+  watch_start 1020 150s
+  # 20 due within the window (fast track: straight into the SQS delay queue),
+  # then 1000 spread over 60 s (the state table and the scanner)
+  python3 -c 'import json,time
+now=time.time()*1000
+for i in range(20): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+3000+100*i),"topic":"t","payload":"fast %d"%i}))' >"$WORK/in.ndjson"
+  make_schedules 1000 10 70 >>"$WORK/in.ndjson"
+  D import --ids <"$WORK/in.ndjson" >"$WORK/import.out" || fail "import"
+  grep -P "\t" "$WORK/import.out" | cut -f2 >"$WORK/ids"
+  assertEquals "imported" 1020 "$(wc -l <"$WORK/ids")"
+  wait "$WATCH_PID"
+  assertEquals "watch saw all 1020 before its timeout" 0 $?
+  sleep 3 # a last counter flush
+  local out
+  out=$(check_arrivals "$WORK/ids")
+  assertEquals "arrivals: $out" 0 $?
+  echo "  $out"
+  assertEquals "PUBLISHED in list" 1020 "$(D list --state PUBLISHED --count)"
+  assertEquals "PUBLISHED in stats" 1020 "$(stats_of PUBLISHED)"
+  assertEquals "nothing left waiting" 0 "$(( $(stats_of NEW) + $(stats_of ENQUEUED) ))"
+}
+
+test_thousand_schedules_over_60s_one_instance_each() {
+  pipeline_up
+  run_thousand
+  pipeline_down
+}
+
+test_thousand_schedules_two_instances_of_every_stage() {
+  pipeline_up 's/instances=1/instances=2/'
+  local n
+  n=$("$SUP" -c "$CONF" -d "$RUN" status | grep -c ' ready')
+  assertEquals "12 instances ready" 12 "$n"
+  run_thousand
+  pipeline_down
+}
+
+test_cancelled_schedules_never_arrive() {
+  pipeline_up
+  # 50 fast-tracked (ENQUEUED in SQS), 50 claimed by the scanner (ENQUEUED),
+  # 50 still NEW, and 50 kept: only the kept ones may arrive.
+  python3 -c 'import json,time
+now=time.time()*1000
+for i in range(50): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+4000+20*i),"topic":"t","payload":"x"}))
+for i in range(50): print(json.dumps({"id":"scan-%02d"%i,"at":int(now+9000+20*i),"topic":"t","payload":"x"}))
+for i in range(50): print(json.dumps({"id":"new-%02d"%i,"at":int(now+40000+20*i),"topic":"t","payload":"x"}))
+for i in range(50): print(json.dumps({"id":"keep-%02d"%i,"at":int(now+12000+20*i),"topic":"t","payload":"x"}))' >"$WORK/c.ndjson"
+  watch_start 50 60s
+  D import <"$WORK/c.ndjson" >/dev/null || fail "import"
+  local id st ok=0
+  for i in $(seq -f %02g 0 49); do D cancel "fast-$i" >/dev/null && ok=$((ok + 1)); done
+  for i in $(seq -f %02g 0 49); do D cancel "new-$i" >/dev/null && ok=$((ok + 1)); done
+  # wait until the scanner has claimed the scan-* ones, then cancel them
+  for _ in $(seq 40); do
+    st=$(json_field "$(D get scan-49)" state)
+    [ "$st" = ENQUEUED ] && break
+    sleep 0.25
+  done
+  assertEquals "scan-49 was claimed by the scanner before the cancel" ENQUEUED "$st"
+  for i in $(seq -f %02g 0 49); do D cancel "scan-$i" >/dev/null && ok=$((ok + 1)); done
+  assertEquals "150 cancels succeeded" 150 "$ok"
+  wait "$WATCH_PID"
+  printf 'keep-%02d\n' $(seq 0 49) >"$WORK/keep"
+  sleep 3
+  local out
+  out=$(check_arrivals "$WORK/keep")
+  assertEquals "only the kept ones arrived: $out" 0 $?
+  # and none of the cancelled ones later either (the last due +1 s)
+  sleep 1
+  assertEquals "CANCELLED" 150 "$(D list --state CANCELLED --count)"
+  assertEquals "CANCELLED in stats" 150 "$(stats_of CANCELLED)"
+  for id in fast-00 scan-00 new-00; do
+    assertEquals "$id state" CANCELLED "$(json_field "$(D get "$id")" state)"
+  done
+  pipeline_down
+}
+
+test_publish_that_keeps_failing_ends_failed_via_the_dead_letter_queue() {
+  pipeline_up '/^stage sns-publish/s|--in|--retry-backoff 100ms --in|'
+  D init --topic doomed >/dev/null
+  local arn id st
+  arn=$("$BIN/aws-call" sns CreateTopic "Name=$PFX-doomed" | sed -n 's:.*<TopicArn>\(.*\)</TopicArn>.*:\1:p')
+  assertNotNull "topic arn" "$arn"
+  id=$(D schedule --in 2s --topic doomed --payload 'never delivered')
+  "$BIN/aws-call" sns DeleteTopic "TopicArn=$arn" >/dev/null || fail "delete topic"
+  for _ in $(seq 120); do
+    st=$(json_field "$(D get "$id")" state)
+    [ "$st" = FAILED ] && break
+    sleep 0.5
+  done
+  assertEquals "state after repeated publish failures" FAILED "$st"
+  local rec
+  rec=$(D get "$id")
+  assertNotEquals "last_error recorded: $rec" "None" "$(json_field "$rec" last_error)"
+  assertTrue "attempts > 1: $rec" "[ $(json_field "$rec" attempts) -gt 1 ]"
+  assertEquals "FAILED in list" 1 "$(D list --state FAILED --count)"
+  pipeline_down
+}
+
+# The README's shell-pipeline example, run exactly as written there.
+test_readme_shell_pipeline_example() {
+  local script="$WORK/readme-example.sh"
+  sed -n '/<!-- shell-pipeline-example -->/,/<!-- \/shell-pipeline-example -->/p' "$REPO/README.md" |
+    sed -n '/^```sh$/,/^```$/p' | sed '1d;$d' >"$script"
+  assertTrue "README has the example" "[ -s $script ]"
+  local out
+  out=$(cd "$REPO" && PATH="$BIN:$PATH" DELAYER_PREFIX=$(new_prefix) bash -e "$script" 2>"$WORK/readme.err")
+  assertEquals "example exit status (stderr: $(tail -3 "$WORK/readme.err"))" 0 $?
+  echo "$out" | grep -q '"report":"pushed"\|"pushed"' || fail "no pushed report in: $out"
+  echo "$out" | grep -q '"state":"PUBLISHED"' || fail "the example's schedule was not PUBLISHED: $out"
+}
+
+. /usr/share/shunit2/shunit2
