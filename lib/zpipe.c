@@ -678,7 +678,7 @@ static void *sock_open(int type, const char *spec, const zpipe_opts *o, int defa
     }
     if (sock_options(s, type, o, err, errlen) != 0) goto fail;
     /* What the endpoints are decides CURVE: tcp:// only, one role per socket. */
-    int ntcp = 0, nother = 0, nbind = 0, nconn = 0, insecure = 0;
+    int ntcp = 0, nother = 0, nbind = 0, nconn = 0, clear_tcp = 0;
     char *list = xstrdup(spec);
     char *save = NULL;
     for (char *e = strtok_r(list, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
@@ -692,7 +692,7 @@ static void *sock_open(int type, const char *spec, const zpipe_opts *o, int defa
         ntcp++;
         if (bind) nbind++;
         else nconn++;
-        if (!tcp_is_loopback(e + 6)) insecure = 1;
+        if (!tcp_is_loopback(e + 6)) clear_tcp = 1;
     }
     free(list);
     if (ntcp && curve_wanted(o)) {
@@ -702,7 +702,7 @@ static void *sock_open(int type, const char *spec, const zpipe_opts *o, int defa
             goto fail;
         }
         if (curve_setup(ctx, s, nbind > 0, o, err, errlen) != 0) goto fail;
-    } else if (insecure) {
+    } else if (clear_tcp) {
         log_ev(LOG_WARN, "tcp endpoint without CURVE: records travel in clear and any peer that reaches "
                "the address may connect (see --curve-*)", "endpoint", spec, NULL);
     }
