@@ -173,6 +173,23 @@ static void member_copy(json_doc *d, const char *key, buf_t *tmp, char *out, siz
     free(v);
 }
 
+static const char *const kinds[] = {"pushed", "push_failed", "published", "publish_failed", "dead", "invalid"};
+
+static int known_kind(const char *r)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(r, kinds[i])) return 1;
+    return 0;
+}
+
+static void peek_free(peek_t *pk)
+{
+    free(pk->id);
+    free(pk->error);
+    pk->id = pk->error = NULL;
+}
+
+/* Reads what every report needs; -1 with err (the line is skipped). */
 static int peek(const buf_t *msg, peek_t *pk, char *err, size_t errlen)
 {
     json_doc d;
@@ -182,8 +199,9 @@ static int peek(const buf_t *msg, peek_t *pk, char *err, size_t errlen)
     memset(pk, 0, sizeof *pk);
     if (json_parse(&d, msg->p, msg->len) < 0 || json_type(&d, 0) != JSON_OBJ) {
         snprintf(err, errlen, "report: not a JSON object (%s)", d.err[0] ? d.err : "wrong type");
-    } else if (!(rep = member_str(&d, "report", &tmp)) || strlen(rep) >= sizeof pk->report) {
-        snprintf(err, errlen, "report: missing or not a known report");
+    } else if (!(rep = member_str(&d, "report", &tmp)) || !known_kind(rep)) {
+        snprintf(err, errlen, "report: %s", rep ? "not one of pushed, push_failed, published, publish_failed, dead, invalid"
+                                                 : "missing");
     } else if (!(pk->id = member_str(&d, "id", &tmp)) || !pk->id[0]) {
         snprintf(err, errlen, "id: missing");
     } else {
@@ -197,13 +215,8 @@ static int peek(const buf_t *msg, peek_t *pk, char *err, size_t errlen)
     free(rep);
     json_free(&d);
     buf_free(&tmp);
+    if (rc < 0) peek_free(pk);
     return rc;
-}
-
-static void peek_free(peek_t *pk)
-{
-    free(pk->id);
-    free(pk->error);
 }
 
 /* Logs event publishing failures once per new batch of them. */
@@ -425,8 +438,7 @@ static void handle(updater *u, const buf_t *msg)
         else if (!strcmp(r, "published")) o = on_published(u, &pk, &w);
         else if (!strcmp(r, "publish_failed")) o = on_publish_failed(u, &pk, &w);
         else if (!strcmp(r, "dead")) o = on_dead(u, &pk, &w);
-        else if (!strcmp(r, "invalid")) o = on_invalid(u, &pk);
-        else o = mk("failed", -1, -1, "report: unknown kind");
+        else o = on_invalid(u, &pk);   /* peek() accepted only the known kinds */
         emit(u, &pk, &o);
     }
     sched_wire_free(&w);
@@ -524,7 +536,7 @@ static int setup(updater *u, const stage_opts *o, int64_t *flush_ms)
     if ((v = stage_opt_get(o, "prefix"))) c.prefix = v;
     if (!(u->s = store_open(&c, err, sizeof err))) {
         log_ev(LOG_ERROR, "cannot open the store", "error", err, NULL);
-        return STAGE_EXIT_USAGE;
+        return strncmp(err, "prefix", 6) ? STAGE_EXIT_SYSTEM : STAGE_EXIT_USAGE;
     }
     if (store_load(u->s) != STORE_OK) {
         log_ev(LOG_ERROR, "cannot load the deployment", "error", u->s->err, NULL);

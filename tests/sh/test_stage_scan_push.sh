@@ -88,6 +88,29 @@ collect() {
   printf '%s\n' "$got"
 }
 
+test_help_version_and_usage_errors() {
+  local out o
+  out=$("$BIN/ddb-scan-due" --help)
+  assertEquals "ddb-scan-due --help exit" 0 $?
+  for o in --tick --shard --window --prefix --once --out --log-level --ready-fd --metrics; do
+    assertContains "ddb-scan-due --help lists $o" "$out" "$o"
+  done
+  out=$("$BIN/sqs-push" --help)
+  for o in --linger --prefix --in --out --log-level --ready-fd; do
+    assertContains "sqs-push --help lists $o" "$out" "$o"
+  done
+  assertContains "$("$BIN/ddb-scan-due" --version)" "ddb-scan-due (delayer)"
+  assertContains "$("$BIN/sqs-push" --version)" "sqs-push (delayer)"
+  "$BIN/ddb-scan-due" --bogus 2>/dev/null
+  assertEquals "unknown option" 100 $?
+  "$BIN/ddb-scan-due" --shard 3/3 2>/dev/null
+  assertEquals "bad --shard" 100 $?
+  "$BIN/ddb-scan-due" --tick soon 2>/dev/null
+  assertEquals "bad --tick" 100 $?
+  "$BIN/sqs-push" --linger -1 </dev/null 2>/dev/null
+  assertEquals "bad --linger" 100 $?
+}
+
 test_scan_push_moves_exactly_the_due_ones() {
   fresh
   local out url got id recv due

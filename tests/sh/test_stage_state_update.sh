@@ -104,6 +104,18 @@ for line in sys.stdin:
     r = json.loads(line)
     print(r["id"], r["report"], r["result"])'; }
 
+test_help_version_and_usage_errors() {
+  local out o
+  out=$("$BIN/state-update" --help)
+  assertEquals 0 $?
+  for o in --flush --no-events --prefix --in --out --log-level --ready-fd; do
+    assertContains "state-update --help lists $o" "$out" "$o"
+  done
+  assertContains "$("$BIN/state-update" --version)" "state-update (delayer)"
+  "$BIN/state-update" --flush never </dev/null 2>/dev/null
+  assertEquals "bad --flush" 100 $?
+}
+
 test_pushed_and_published_update_counters_exactly() {
   local before lease out
   sched c1
