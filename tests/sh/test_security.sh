@@ -218,7 +218,7 @@ test_secrets_never_printed() {
   assertEquals "schedule (fast track)" 0 "$RC"
   secret_env D schedule --id sec-bad --in 2h --topic no-such-topic --payload x
   secret_env D schedule --id sec-far --in 3h --topic t --payload other
-  printf '%s\n' '{"id":"sec-imp","at":"2099-01-01T00:00:00Z","topic":"t","payload":"i"}' '{bad json' |
+  printf '%s\n' '{"id":"sec-imp","in":"2h","topic":"t","payload":"i"}' '{bad json' |
     secret_env D import
   secret_env D get sec-far
   secret_env D get no-such-id
