@@ -310,8 +310,9 @@ static void flush(pusher *p)
     for (int t = 1; t <= MAX_TRIES; t++) {
         size_t left = try_all(p);
         if (!left || t == MAX_TRIES || stage_should_stop()) break;
-        log_ev(LOG_WARN, "retrying", "records", log_i64((int64_t)left), "try", log_i64(t),
-               "error", p->batch[0].done ? "" : p->batch[0].err, NULL);
+        const item *first = p->batch;
+        while (first->done || first->fatal) first++;   /* left > 0: one is still to send */
+        log_ev(LOG_WARN, "retrying", "records", log_i64((int64_t)left), "try", log_i64(t), "error", first->err, NULL);
         nap_ms(backoff);
         backoff *= 2;
     }

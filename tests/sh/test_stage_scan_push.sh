@@ -196,6 +196,30 @@ test_lapsed_claim_is_taken_over() {
   unset DELAYER_GRACE
 }
 
+test_sqs_down_puts_the_claim_back_and_it_is_pushed_later() {
+  fresh
+  local out t0 ms
+  sched f1 6s
+  sleep 2
+  t0=$(now_ms)
+  # SQS unreachable: sqs-push retries (5 tries over ~8 s), then reports
+  # push_failed, and state-update puts the schedule back to NEW.
+  out=$(scan --out - |
+    AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(free_port) push --in - --out - |
+    "$BIN/state-update" --prefix "$PFX" --in - --out - 2>>"$LOG")
+  ms=$(($(now_ms) - t0))
+  assertEquals "f1 push_failed applied ENQUEUED NEW error:yes" "$(printf '%s\n' "$out" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+print(r["id"], r["report"], r["result"], r["from"], r["to"], "error:" + ("yes" if r.get("error") else "no"))')"
+  assertTrue "gave up after the retries (${ms} ms)" "[ $ms -ge 7000 ] && [ $ms -lt 30000 ]"
+  assertEquals NEW "$(attr f1 state)"
+  assertEquals "" "$(attr f1 lease)"
+  # Never lost: the next scan takes it again.
+  assertEquals "f1 pushed NEW" "$(scan_push | reports)"
+  assertEquals 2 "$(attr f1 claims)"
+}
+
 # timetravel ID DUE_MS: moves a NEW record's due time (and its due index
 # keys, same shard) as if it had been created to come due then.
 timetravel() {
