@@ -220,6 +220,29 @@ print(r["id"], r["report"], r["result"], r["from"], r["to"], "error:" + ("yes" i
   assertEquals 2 "$(attr f1 claims)"
 }
 
+test_sigterm_during_retries_hands_the_claim_back() {
+  fresh
+  local d=$WORK/retry pid t0
+  mkdir -m 700 -p "$d"
+  sched s1 6s
+  sleep 2
+  scan --out - >"$d/claims"
+  mkfifo "$d/in"
+  AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(free_port) "$BIN/sqs-push" --prefix "$PFX" --in - --out - \
+    <"$d/in" >"$d/reports" 2>"$d/push.log" &
+  pid=$!
+  exec 7>"$d/in"          # keep the input open: no end of input, only SIGTERM
+  cat "$d/claims" >&7
+  sleep 1.5               # the first try failed; it is waiting to retry
+  t0=$(now_ms)
+  kill -TERM "$pid"
+  wait_exit "$pid" 5 || fail "sqs-push still retrying 5 s after SIGTERM"
+  exec 7>&-
+  assertEquals "exit 0" 0 "$WAIT_RC"
+  assertEquals "handed back as push_failed" "s1 push_failed NEW" "$(reports <"$d/reports")"
+  assertTrue "stopped quickly" "[ $(($(now_ms) - t0)) -lt 3000 ]"
+}
+
 # timetravel ID DUE_MS: moves a NEW record's due time (and its due index
 # keys, same shard) as if it had been created to come due then.
 timetravel() {
