@@ -812,7 +812,16 @@ static int wire_fields(json_doc *d, sched_wire *w, buf_t *tmp, buf_t *tmp2, char
         free(chash);
         return -1;
     }
-    snprintf(w->r.chash, sizeof w->r.chash, "%s", chash);
+    /* Exactly what sched_chash writes: anything else was once silently cut
+     * to 64 bytes (found by fuzzing: a cut inside a UTF-8 sequence, and a
+     * longer value matching the real hash by its first 64 bytes). */
+    size_t cl = strlen(chash);
+    if (cl != 64 || strspn(chash, "0123456789abcdef") != 64) {
+        snprintf(err, errlen, "chash: expected 64 lowercase hex digits");
+        free(chash);
+        return -1;
+    }
+    memcpy(w->r.chash, chash, 65);
     free(chash);
     if (!np) {
         int t = json_get(d, 0, "payload");

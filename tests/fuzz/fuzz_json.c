@@ -75,9 +75,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)json_streq(&d, t, "id");
             if (json_type(&d, t) == JSON_STR) {
                 if (json_str(&d, t, &s) == 0) {
-                    buf_t e = BUF_INIT;
-                    (void)json_valid_utf8(s.p ? s.p : "", s.len);
-                    json_escape(&e, s.p ? s.p : "", s.len);
+                    /* a decoded string is valid UTF-8, and escaping it gives
+                     * a JSON string that decodes to the same bytes */
+                    const char *sp = s.p ? s.p : "";
+                    if (!json_valid_utf8(sp, s.len)) abort();
+                    buf_t e = BUF_INIT, back = BUF_INIT;
+                    json_escape(&e, sp, s.len);
+                    json_doc de;
+                    if (json_parse(&de, e.p, e.len) != 0 || json_str(&de, 0, &back) != 0 ||
+                        back.len != s.len || (s.len && memcmp(back.p, sp, s.len) != 0))
+                        abort();
+                    json_free(&de);
+                    buf_free(&back);
                     buf_free(&e);
                 }
             }

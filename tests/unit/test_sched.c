@@ -383,6 +383,33 @@ static void test_wire_round_trip(void)
     buf_free(&b2);
 }
 
+/* Found by fuzzing (tests/fuzz/regress/fuzz_wire/): a chash that was not 64
+ * hex digits was silently cut to 64 bytes, possibly inside a UTF-8 sequence,
+ * so the record written back differed from the one read; a longer value
+ * whose first 64 bytes are the real hash passed as that hash. */
+static void test_wire_chash_strict(void)
+{
+    sched_wire w;
+    char err[256], line[512];
+    const char *hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const char *bad[] = {"h", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde",
+                         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0",
+                         "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+                         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\\u00e9"};
+    sched_wire_init(&w);
+    snprintf(line, sizeof line, "{\"id\":\"a\",\"due\":1,\"topic\":\"t\",\"chash\":\"%s\",\"payload\":\"p\"}", hex);
+    CHECK_INT(sched_wire_read(line, strlen(line), &w, err, sizeof err), 0);
+    CHECK_STR(w.r.chash, hex);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(line, sizeof line, "{\"id\":\"a\",\"due\":1,\"topic\":\"t\",\"chash\":\"%s\",\"payload\":\"p\"}", bad[i]);
+        CHECK_INT(sched_wire_read(line, strlen(line), &w, err, sizeof err), -1);
+        CHECK_STR(err, "chash: expected 64 lowercase hex digits");
+    }
+    snprintf(line, sizeof line, "{\"id\":\"a\",\"due\":1,\"topic\":\"t\",\"chash\":\"%.63s\\u0000\",\"payload\":\"p\"}", hex);
+    CHECK_INT(sched_wire_read(line, strlen(line), &w, err, sizeof err), -1);
+    sched_wire_free(&w);
+}
+
 static void test_json_output(void)
 {
     sched_rec r;
@@ -412,5 +439,5 @@ static void test_json_output(void)
 
 T_MAIN(T(test_valid_record), T(test_refused_id), T(test_refused_due), T(test_refused_topic),
        T(test_refused_payload), T(test_refused_attrs), T(test_ulid), T(test_chash), T(test_chash_pinned),
-       T(test_shard_keys), T(test_states), T(test_item_round_trip), T(test_wire_round_trip),
+       T(test_shard_keys), T(test_states), T(test_item_round_trip), T(test_wire_round_trip), T(test_wire_chash_strict),
        T(test_json_output))
