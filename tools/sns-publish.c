@@ -19,6 +19,14 @@
  *               then publish what has come due for one topic (10 a batch).
  *               Two, so that a PublishBatch in flight does not delay the
  *               next due record: this is the hot path measured in issue 6.
+ *               --linger L (default 5 ms) trades a little lateness for
+ *               fewer requests: a batch waits for the records of its topic
+ *               that come due within L of its first one (see fire_time:
+ *               they are known in advance, so a lone record is not held
+ *               back). At 200 schedules/s L = 0 means about one
+ *               PublishBatch per schedule; 5 ms about two schedules per
+ *               request, with the first of a batch at most 5 ms late,
+ *               within issue 6's p50 <= 3 ms / p99 <= 10 ms.
  *   tail        owns the output and an SQS client: DeleteMessageBatch of
  *               published / dropped messages (batched: 10, or after
  *               --delete-flush; deletion time does not affect precision),
@@ -109,7 +117,7 @@ static const stage_opt opts[] = {
     {"prefix", "P", "deployment prefix [$DELAYER_PREFIX or delayer]"},
     {"queue", "Q", "queue the input comes from (deletes, visibility): delay or a queue URL [delay]"},
     {"commit-lead", "DURATION", "commit ENQUEUED -> PUBLISHED this long before due [50ms]"},
-    {"linger", "DURATION", "publish together what has come due within this long (fewer requests, later) [0ms]"},
+    {"linger", "DURATION", "publish together what comes due within this long of the first (fewer requests; the first waits at most this) [5ms]"},
     {"max-hold", "DURATION", "records due later than this are handed back to SQS until nearer their time [5s]"},
     {"retry-backoff", "DURATION", "after a failed publish SQS redelivers after this * 2^(receives-1), at most 15m [2s]"},
     {"delete-flush", "DURATION", "longest wait to fill a DeleteMessageBatch [50ms]"},
@@ -166,7 +174,7 @@ static int read_config(const stage_opts *o, config *c)
     if (strcmp(c->queue, "delay") != 0 && strncmp(c->queue, "http://", 7) != 0 && strncmp(c->queue, "https://", 8) != 0)
         return usage_err("--queue", c->queue);
     if (c->prefix && store_check_prefix(c->prefix, err, sizeof err) < 0) return usage_err("--prefix", c->prefix);
-    if (opt_duration(o, "commit-lead", 50, 10000, &c->lead_ms) || opt_duration(o, "linger", 0, 1000, &c->linger_ms) ||
+    if (opt_duration(o, "commit-lead", 50, 10000, &c->lead_ms) || opt_duration(o, "linger", 5, 1000, &c->linger_ms) ||
         opt_duration(o, "max-hold", 5000, 600000, &c->max_hold_ms) ||
         opt_duration(o, "retry-backoff", 2000, BACKOFF_MAX * 1000, &c->backoff_ms) ||
         opt_duration(o, "delete-flush", 50, 10000, &c->del_flush_ms) || opt_count(o, "commit-threads", 2, &c->ncommit) ||
@@ -508,16 +516,37 @@ static size_t entry_size(const item *it)
     return n;
 }
 
-static int count_due(const char *topic, int64_t now_ms)
+/* Under P.pmu: when the batch headed by the earliest record goes (wall
+ * ms). Without --linger at its due time. With it, at the due time of the
+ * last record of the same topic due within linger of the first (10 at
+ * most): records are committed commit-lead before their due time, so the
+ * heap already holds what will come due in the next linger ms (when
+ * linger <= commit-lead) and a batch never waits for nothing: a lone
+ * record goes at once, a cluster goes together when its last member is
+ * due. Lateness of the first member is at most linger. */
+static int64_t fire_time(const item *top)
 {
-    int n = 0;
-    for (size_t i = 0; i < P.ph.n; i++)
-        n += P.ph.v[i]->w.r.due <= now_ms && strcmp(P.ph.v[i]->w.r.topic, topic) == 0;
-    return n;
+    int64_t d[SNS_BATCH_MAX], lim = top->w.r.due + P.cfg.linger_ms;
+    size_t n = 0;
+    if (!P.cfg.linger_ms) return top->w.r.due;
+    for (size_t i = 0; i < P.ph.n; i++) {
+        const item *it = P.ph.v[i];
+        if (it->w.r.due > lim || strcmp(it->w.r.topic, top->w.r.topic) != 0) continue;
+        /* keep the 10 earliest, sorted */
+        size_t k = n < SNS_BATCH_MAX ? n++ : SNS_BATCH_MAX;
+        if (k == SNS_BATCH_MAX && it->w.r.due >= d[k - 1]) continue;
+        if (k == SNS_BATCH_MAX) k--;
+        while (k && d[k - 1] > it->w.r.due) {
+            d[k] = d[k - 1];
+            k--;
+        }
+        d[k] = it->w.r.due;
+    }
+    return d[n - 1];
 }
 
-/* Under P.pmu: waits until the earliest record is due (and, with --linger,
- * until it has lingered or a full batch is due). 0 when closing and empty. */
+/* Under P.pmu: waits until the batch headed by the earliest record is due
+ * to go (fire_time). 0 when closing and empty. */
 static int wait_due(void)
 {
     for (;;) {
@@ -526,19 +555,10 @@ static int wait_due(void)
             pthread_cond_wait(&P.pcv, &P.pmu);
             continue;
         }
-        const item *top = P.ph.v[0];
-        int64_t now = wall_ns(), due = top->w.r.due * 1000000;
-        if (now < due) {
-            /* at most 1 s: re-read the wall clock, which may have been stepped */
-            cond_wait_ns(&P.pcv, &P.pmu, due - now < 1000000000 ? due - now : 1000000000);
-            continue;
-        }
-        int64_t fire = due + P.cfg.linger_ms * 1000000;
-        if (now < fire && count_due(top->w.r.topic, now / 1000000) < SNS_BATCH_MAX) {
-            cond_wait_ns(&P.pcv, &P.pmu, fire - now);
-            continue;
-        }
-        return 1;
+        int64_t now = wall_ns(), fire = fire_time(P.ph.v[0]) * 1000000;
+        if (now >= fire) return 1;
+        /* at most 1 s: re-read the wall clock, which may have been stepped */
+        cond_wait_ns(&P.pcv, &P.pmu, fire - now < 1000000000 ? fire - now : 1000000000);
     }
 }
 
