@@ -242,6 +242,10 @@ test_pipeline_delivers_each_once_on_time() {
     sched "ok-$i" "$((2000 + i * 97 % 2500))ms" || fail "schedule ok-$i"
     ids+=("ok-$i")
   done
+  # An id with spaces, quotes, a backslash and non-ASCII travels verbatim.
+  sched 'odd "id" \ é' 3s || fail "schedule odd id"
+  ids+=('odd "id" \ é')
+  n=$((n + 1))
   sh -c 'echo $$ >"$1"; exec "$2" --prefix "$3" --out - --wait 2' _ "$TDIR/drain.pid" "$BIN/sqs-drain" "$PFX" 2>>"$TDIR/drain.log" |
     "$BIN/sns-publish" --prefix "$PFX" --in - --out - >>"$TDIR/reports" 2>>"$TDIR/publish.log" &
   PUB_PID=$!
