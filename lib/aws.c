@@ -8,6 +8,7 @@
 #include "aws.h"
 #include "creds.h"
 #include "json.h"
+#include "reqstat.h"
 #include "sigv4.h"
 #include "xml.h"
 
@@ -500,6 +501,29 @@ static void aws_fill_http_error(aws_client *c, const aws_creds *cr, aws_err *e)
     buf_free(&code);
 }
 
+/* Counts the attempt per operation (reqstat.h): the X-Amz-Target after its
+ * '.', or the query protocol's Action (the form's first parameter). */
+static void aws_count_request(const aws_client *c, const aws_req *r)
+{
+    const char *op = "?";
+    size_t n = 1;
+    if (r->target) {
+        const char *dot = strrchr(r->target, '.');
+        op = dot ? dot + 1 : r->target;
+        n = strlen(op);
+    } else if (r->len > 7 && strncmp(r->body, "Action=", 7) == 0) {
+        op = r->body + 7;
+        n = strcspn(op, "&");
+    } else if (r->len > 0) {
+        const char *a = strstr(r->body, "&Action=");
+        if (a) {
+            op = a + 8;
+            n = strcspn(op, "&");
+        }
+    }
+    reqstat_request(c->service, op, n);
+}
+
 /* One HTTP exchange. 0 on 2xx; -1 with e filled and *retry set when trying
  * again may succeed. */
 static int aws_attempt(aws_client *c, const aws_req *r, aws_err *e, int *retry)
@@ -531,6 +555,7 @@ static int aws_attempt(aws_client *c, const aws_req *r, aws_err *e, int *retry)
     curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT_MS, c->connect_ms);
     curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS, c->total_ms);
     c->stats.requests++;
+    aws_count_request(c, r);
     CURLcode rc = curl_easy_perform(c->curl);
     curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
     aws_headers_free(hdrs);

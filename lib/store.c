@@ -14,6 +14,7 @@
 
 #include "ddbval.h"
 #include "json.h"
+#include "reqstat.h"
 #include "sns.h"
 #include "sqs.h"
 #include "timeutil.h"
@@ -405,12 +406,102 @@ static void ddx_write(json_w *w, ddx *x)
 
 /* One DynamoDB call. On failure fills e; s->err is set unless the error is
  * a conditional check failure (the caller decides what that means). */
+/* The operations that take ReturnConsumedCapacity: 'r' reads, 'w' writes. */
+static int capacity_kind(const char *op)
+{
+    static const char *const rd[] = {"GetItem", "Query", "Scan", "BatchGetItem"};
+    static const char *const wr[] = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"};
+    for (size_t i = 0; i < 4; i++) {
+        if (!strcmp(op, rd[i])) return 'r';
+        if (!strcmp(op, wr[i])) return 'w';
+    }
+    return 0;
+}
+
+/* The sum of "CapacityUnits" in the response's ConsumedCapacity (an object,
+ * or an array of them for batch calls). It is searched from the end (it is
+ * a top-level member, after the items in DynamoDB's replies) and parsed
+ * alone, so accounting costs no parse of the whole reply. Accounting only:
+ * an unexpected shape adds nothing. */
+static double consumed_units(const buf_t *resp)
+{
+    static const char key[] = "\"ConsumedCapacity\":";
+    const size_t kl = sizeof key - 1;
+    if (!resp->p || resp->len < kl) return 0;
+    const char *hit = NULL;
+    for (const char *p = resp->p + resp->len - kl; p >= resp->p; p--)
+        if (*p == '"' && memcmp(p, key, kl) == 0) {
+            hit = p + kl;
+            break;
+        }
+    if (!hit) return 0;
+    const char *end = resp->p + resp->len, *v = hit;
+    while (v < end && (*v == ' ' || *v == '\n')) v++;
+    /* the balanced value (strings skipped) */
+    int depth = 0, instr = 0;
+    const char *q = v;
+    for (; q < end; q++) {
+        if (instr) {
+            if (*q == '\\') q++;
+            else if (*q == '"') instr = 0;
+        } else if (*q == '"') instr = 1;
+        else if (*q == '{' || *q == '[') depth++;
+        else if ((*q == '}' || *q == ']') && --depth == 0) break;
+    }
+    if (q >= end) return 0;
+    json_doc d;
+    double sum = 0, x;
+    if (json_parse(&d, v, (size_t)(q + 1 - v)) == 0) {
+        if (json_type(&d, 0) == JSON_OBJ) {
+            if (json_f64(&d, json_get(&d, 0, "CapacityUnits"), &x) == 0) sum += x;
+        } else if (json_type(&d, 0) == JSON_ARR) {
+            for (int t = json_first(&d, 0); t >= 0; t = json_after(&d, 0, t))
+                if (json_f64(&d, json_get(&d, t, "CapacityUnits"), &x) == 0) sum += x;
+        }
+    }
+    json_free(&d);
+    return sum;
+}
+
+/* Consumed capacity of one successful call, or a failed conditional write
+ * (DynamoDB charges it, but its error reply carries no ConsumedCapacity). */
+static void account(store *s, int kind, const buf_t *resp, int ccf)
+{
+    if (ccf) {
+        s->ccf++;
+        reqstat_add("dynamodb.ccf", 1);
+        return;
+    }
+    double u = consumed_units(resp);
+    if (kind == 'r') {
+        s->rcu += u;
+        reqstat_add("dynamodb.rcu", u);
+    } else {
+        s->wcu += u;
+        reqstat_add("dynamodb.wcu", u);
+    }
+}
+
 static int ddb_call(store *s, const char *op, const buf_t *req, buf_t *resp, aws_err *e)
 {
     char target[64];
     snprintf(target, sizeof target, "DynamoDB_20120810.%s", op);
     buf_reset(resp);
-    if (aws_json_call(s->ddb, target, req->p, req->len, resp, e) == 0) return 0;
+    int kind = capacity_kind(op);
+    int rc;
+    if (kind && req->len > 2 && req->p[0] == '{') {
+        /* ReturnConsumedCapacity=TOTAL (free): consumed units per store */
+        buf_t r2 = BUF_INIT;
+        buf_adds(&r2, "{\"ReturnConsumedCapacity\":\"TOTAL\",");
+        buf_add(&r2, req->p + 1, req->len - 1);
+        rc = aws_json_call(s->ddb, target, r2.p, r2.len, resp, e);
+        buf_free(&r2);
+        if (rc == 0) account(s, kind, resp, 0);
+        else if (kind == 'w' && aws_err_is(e, "ConditionalCheckFailedException")) account(s, kind, resp, 1);
+    } else {
+        rc = aws_json_call(s->ddb, target, req->p, req->len, resp, e);
+    }
+    if (rc == 0) return 0;
     if (!aws_err_is(e, "ConditionalCheckFailedException")) {
         char what[80];
         snprintf(what, sizeof what, "dynamodb %s", op);

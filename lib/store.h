@@ -64,6 +64,12 @@ typedef struct {
     aws_client *ddb, *sqs, *sns;  /* sns: topic checks, init (lazy) */
     aws_client *evsns;        /* events: short timeouts, 2 attempts (lazy) */
     char err[768];
+    /* DynamoDB capacity this store consumed (ReturnConsumedCapacity=TOTAL on
+     * every item read/write/query; also added up process-wide in reqstat.h):
+     * read units, write units (table + indexes), and failed conditional
+     * writes (charged by DynamoDB, reported without units). */
+    double rcu, wcu;
+    uint64_t ccf;
     /* internals */
     struct store_ev *evq;
     size_t nev, evcap;
