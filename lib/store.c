@@ -465,8 +465,12 @@ static double consumed_units(const buf_t *resp)
 
 /* Consumed capacity of one successful call, or a failed conditional write
  * (DynamoDB charges it, but its error reply carries no ConsumedCapacity). */
-static void account(store *s, int kind, const buf_t *resp, int ccf)
+static void account(store *s, int kind, const buf_t *req, const buf_t *resp, int ccf)
 {
+    /* the meta table (counters, checkpoints, config) apart from the schedules */
+    char tn[128];
+    int n = snprintf(tn, sizeof tn, "\"TableName\":\"%s\"", s->meta);
+    int meta = n > 0 && (size_t)n < sizeof tn && memmem(req->p, req->len, tn, (size_t)n) != NULL;
     if (ccf) {
         s->ccf++;
         reqstat_add("dynamodb.ccf", 1);
@@ -476,9 +480,11 @@ static void account(store *s, int kind, const buf_t *resp, int ccf)
     if (kind == 'r') {
         s->rcu += u;
         reqstat_add("dynamodb.rcu", u);
+        if (meta) reqstat_add("dynamodb.meta_rcu", u);
     } else {
         s->wcu += u;
         reqstat_add("dynamodb.wcu", u);
+        if (meta) reqstat_add("dynamodb.meta_wcu", u), reqstat_add("dynamodb.meta_writes", 1);
     }
 }
 
@@ -496,8 +502,8 @@ static int ddb_call(store *s, const char *op, const buf_t *req, buf_t *resp, aws
         buf_add(&r2, req->p + 1, req->len - 1);
         rc = aws_json_call(s->ddb, target, r2.p, r2.len, resp, e);
         buf_free(&r2);
-        if (rc == 0) account(s, kind, resp, 0);
-        else if (kind == 'w' && aws_err_is(e, "ConditionalCheckFailedException")) account(s, kind, resp, 1);
+        if (rc == 0) account(s, kind, req, resp, 0);
+        else if (kind == 'w' && aws_err_is(e, "ConditionalCheckFailedException")) account(s, kind, req, resp, 1);
     } else {
         rc = aws_json_call(s->ddb, target, req->p, req->len, resp, e);
     }
