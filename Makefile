@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNITS     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LIBA      := $(BUILD)/libdelayer.a
 
-.PHONY: all setup test check sanitize demo run clean install bench fuzz fuzz-build fuzz-smoke
+.PHONY: all setup test check sanitize demo run clean install bench bench-smoke fuzz fuzz-build fuzz-smoke
 all: $(TOOLS) $(UNITS)
 
 $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h)
@@ -73,8 +73,20 @@ sanitize: setup
 demo run: setup all
 	@scripts/demo
 
-bench: setup all
+# Bench helpers (bench/NAME.c -> $(BUILD)/bench/bench-NAME): load generator, report tap.
+BENCH_TOOLS := $(patsubst bench/%.c,$(BUILD)/bench/bench-%,$(wildcard bench/*.c))
+
+$(BUILD)/bench/bench-%: bench/%.c $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
+
+# The benchmark (docs: README "Performance"): 15-20 min; BENCH_QUICK=1 for a
+# shorter run; bench-smoke is a ~20 s run that only checks the bench works.
+bench: setup all $(BENCH_TOOLS)
 	@bench/run
+
+bench-smoke: setup all $(BENCH_TOOLS)
+	@BENCH_SMOKE=1 bench/run
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c) with clang, ASan and UBSan, in
 # build-fuzz/. `make fuzz` runs each for FUZZ_SECONDS (default 60);
@@ -106,11 +118,26 @@ fuzz: fuzz-build
 fuzz-smoke: fuzz-build
 	@tests/fuzz/run 5
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+# make install [PREFIX=/usr/local] [DESTDIR=]: the tools to PREFIX/bin; the
+# supervisor to PREFIX/libexec/delayer/scripts/ with the neighbours it finds
+# relative to itself (bin -> PREFIX/bin, pipelines -> PREFIX/share/delayer/
+# pipelines), linked as PREFIX/bin/delayer-supervise; the man pages to
+# PREFIX/share/man/man1; README.md and docs/*.md to PREFIX/share/doc/delayer.
+# scripts/local-aws is a development tool (it runs the pinned servers in the
+# clone's node_modules) and is not installed, nor is its man page.
+install: $(TOOLS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/libexec/delayer/scripts $(DESTDIR)$(PREFIX)/share/delayer/pipelines \
+	    $(DESTDIR)$(PREFIX)/share/doc/delayer/docs
 	install -m 0755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
-	for s in scripts/local-aws scripts/delayer-supervise; do [ -f $$s ] && install -m 0755 $$s $(DESTDIR)$(PREFIX)/bin/ || true; done
-	for m in docs/*.1; do [ -f $$m ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/ || true; done
+	install -m 0755 scripts/delayer-supervise $(DESTDIR)$(PREFIX)/libexec/delayer/scripts/
+	install -m 0644 pipelines/*.conf $(DESTDIR)$(PREFIX)/share/delayer/pipelines/
+	ln -sfn ../../bin $(DESTDIR)$(PREFIX)/libexec/delayer/bin
+	ln -sfn ../../share/delayer/pipelines $(DESTDIR)$(PREFIX)/libexec/delayer/pipelines
+	ln -sfn ../libexec/delayer/scripts/delayer-supervise $(DESTDIR)$(PREFIX)/bin/delayer-supervise
+	install -m 0644 $(filter-out docs/local-aws.1,$(wildcard docs/*.1)) $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/delayer/
+	install -m 0644 $(wildcard docs/*.md) $(DESTDIR)$(PREFIX)/share/doc/delayer/docs/
 
 clean:
 	rm -rf build build-san bin build-fuzz
