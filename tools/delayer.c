@@ -151,6 +151,7 @@ static const char general_help[] =
     "  stats      count schedules per state (and topic)\n"
     "  delete     remove a record\n"
     "  retry      send FAILED schedules again\n"
+    "  watch      print what arrives on a topic, with its lateness\n"
     "\n"
     "States: NEW (stored, waiting for the scanner), ENQUEUED (in the delay\n"
     "queue), PUBLISHED (committed to SNS), CANCELLED, FAILED (publishing gave\n"
