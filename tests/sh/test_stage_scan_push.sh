@@ -132,8 +132,11 @@ a2 pushed NEW" "$(printf '%s\n' "$out" | reports | sort)"
   assertEquals NEW "$(attr far state)"
   assertEquals "a mid per report" 2 "$(printf '%s\n' "$out" | grep -c '"mid":"[^"]')"
   url=$(queue_url "$PFX-delay")
-  # Delayed: nothing visible yet (the first is due in ~4 s).
-  assertEquals "" "$(receive "$url" 0)"
+  # Delayed: nothing visible yet while a1 is more than 1.5 s from due (a
+  # slow machine may have used that time up; the arrival check below holds).
+  if [ $(($(attr a1 due) - $(now_ms))) -gt 1500 ]; then
+    assertEquals "nothing visible before its time" "" "$(receive "$url" 0 | awk '{print $1}')"
+  fi
   got=$(collect "$url" 2 20)
   assertEquals "both delivered to the delay queue" "a1 a2" "$(printf '%s\n' "$got" | awk '{print $1}' | sort | xargs)"
   while read -r id recv _; do
@@ -186,7 +189,9 @@ test_lapsed_claim_is_taken_over() {
   lease=$(attr r1 lease)
   assertEquals ENQUEUED "$(attr r1 state)"
   assertEquals "lease = due + grace" $((due + 2000)) "$lease"
-  assertEquals "not taken over while the lease holds" "" "$(scan_push)"
+  if [ $((lease - $(now_ms))) -gt 2000 ]; then
+    assertEquals "not taken over while the lease holds" "" "$(scan_push)"
+  fi
   while [ "$(now_ms)" -le $((lease + 300)) ]; do sleep 0.2; done
   assertEquals "re-claimed and pushed" "r1 pushed ENQUEUED" "$(scan_push | reports)"
   assertEquals 2 "$(attr r1 claims)"
