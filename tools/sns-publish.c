@@ -295,6 +295,7 @@ static struct {
     pthread_mutex_t tmu;
     pthread_cond_t tcv;
     fifo tq;
+    size_t tq_n;                /* jobs in tq */
     int tclosing;
     /* registry of held messages (sentinel ring) */
     pthread_mutex_t rmu;
@@ -382,12 +383,15 @@ static void reg_del(item *it)
 
 /* ------------------------------------------------------------ hand-offs */
 
+/* The tail wakes by itself every --delete-flush: it is woken early only
+ * for what should not wait (a hand-back, a failure) or a full batch. That
+ * saves a thread wake-up per published schedule. */
 static void to_tail(item *it, int fate)
 {
     it->fate = fate;
     pthread_mutex_lock(&P.tmu);
     fifo_push(&P.tq, it);
-    pthread_cond_signal(&P.tcv);
+    if (++P.tq_n >= SQS_BATCH_MAX || fate == F_RELEASE || fate == F_FAILED) pthread_cond_signal(&P.tcv);
     pthread_mutex_unlock(&P.tmu);
 }
 
@@ -402,9 +406,11 @@ static void to_commit(item *it)
 static void to_publish(item *it)
 {
     pthread_mutex_lock(&P.pmu);
+    /* A publisher needs to look again only if the record changes when the
+     * first batch goes: it is due before it, or joins it (linger). */
+    int wake = !P.ph.n || it->w.r.due <= P.ph.v[0]->w.r.due + P.cfg.linger_ms;
     heap_push(&P.ph, it);
-    /* the new record may be due before what the publishers wait for */
-    pthread_cond_broadcast(&P.pcv);
+    if (wake) pthread_cond_signal(&P.pcv);
     pthread_mutex_unlock(&P.pmu);
 }
 
@@ -964,6 +970,7 @@ static void handle(tail *t, item *it)
 static int64_t tail_wait_ns(const tail *t)
 {
     int64_t now = time_mono_ms(), w = t->ext_next - now;
+    if (w > P.cfg.del_flush_ms) w = P.cfg.del_flush_ms;   /* jobs wait for this wake-up */
     if (t->ndel && t->del_since + P.cfg.del_flush_ms - now < w) w = t->del_since + P.cfg.del_flush_ms - now;
     if (t->nout && w > 20) w = 20;
     return w * 1000000;
@@ -977,6 +984,7 @@ static void *tail_main(void *arg)
         pthread_mutex_lock(&P.tmu);
         if (!P.tq.head && !P.tclosing) cond_wait_ns(&P.tcv, &P.tmu, tail_wait_ns(t));
         item *jobs = fifo_take_all(&P.tq);
+        P.tq_n = 0;
         int closing = P.tclosing && !jobs;
         pthread_mutex_unlock(&P.tmu);
         while (jobs) {
