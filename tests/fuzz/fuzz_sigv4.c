@@ -62,6 +62,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     buf_t cr = BUF_INIT, sh = BUF_INIT, auth = BUF_INIT, enc = BUF_INIT;
     if (sigv4_canonical_request(&r, &cr, &sh) == 0) {
         if (!cr.p || strlen(cr.p) != cr.len) abort();   /* no NUL inside: it is hashed as a C string */
+        /* line 2, the canonical path: "/" then only unreserved, %XX and '/';
+         * line 3, the query: only unreserved, %XX, '=' and '&' */
+        const char *l2 = strchr(cr.p, '\n');
+        if (!l2) abort();
+        l2++;
+        const char *l3 = strchr(l2, '\n');
+        if (!l3 || *l2 != '/') abort();
+        l3++;
+        const char *e3 = strchr(l3, '\n');
+        if (!e3) abort();
+        static const char unres[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
+        for (const char *c = l2; c < l3 - 1; c++) {
+            if (*c == '%') {
+                if (!strchr("0123456789ABCDEF", c[1]) || !strchr("0123456789ABCDEF", c[2]) || !c[1] || !c[2]) abort();
+            } else if (*c != '/' && !strchr(unres, *c)) {
+                abort();
+            }
+        }
+        for (const char *c = l3; c < e3; c++) {
+            if (*c == '%') {
+                if (!c[1] || !c[2] || !strchr("0123456789ABCDEF", c[1]) || !strchr("0123456789ABCDEF", c[2])) abort();
+            } else if (*c != '=' && *c != '&' && !strchr(unres, *c)) {
+                abort();
+            }
+        }
+        /* deterministic */
+        buf_t again = BUF_INIT;
+        if (sigv4_canonical_request(&r, &again, NULL) != 0 || again.len != cr.len || memcmp(again.p, cr.p, cr.len)) abort();
+        buf_free(&again);
         if (sigv4_authorization(&r, &prm, &auth) != 0) abort();
     } else {
         (void)sigv4_authorization(&r, &prm, &auth);
