@@ -10,9 +10,11 @@
  *   main        reads the input, keeps a min-heap by due and hands each
  *               record to the committers at due - commit-lead. It waits on
  *               its input with the next commit time as timeout.
- *   committers  (--commit-threads, 2) store_commit with the SQS MessageId;
- *               the outcome decides: publish, drop, or hand back. Two, so
- *               that one slow DynamoDB call does not hold up the next.
+ *   committers  (--commit-threads, 4) store_commit with the SQS MessageId;
+ *               the outcome decides: publish, drop, or hand back. Several,
+ *               because one commit is a DynamoDB round trip (2-10 ms, more
+ *               on a busy DynamoDB Local): 4 in flight carry a few hundred
+ *               schedules/s, and one slow call does not hold up the next.
  *   publishers  (--publish-threads, 2) wait on a heap of committed records
  *               for the earliest due (a condition variable timed on the
  *               monotonic clock; due is compared against the wall clock),
@@ -121,7 +123,7 @@ static const stage_opt opts[] = {
     {"max-hold", "DURATION", "records due later than this are handed back to SQS until nearer their time [5s]"},
     {"retry-backoff", "DURATION", "after a failed publish SQS redelivers after this * 2^(receives-1), at most 15m [2s]"},
     {"delete-flush", "DURATION", "longest wait to fill a DeleteMessageBatch [50ms]"},
-    {"commit-threads", "N", "concurrent DynamoDB commits, 1-16 [2]"},
+    {"commit-threads", "N", "concurrent DynamoDB commits, 1-16 [4]"},
     {"publish-threads", "N", "concurrent PublishBatch requests, 1-16 [2]"},
     {NULL, NULL, NULL}};
 
@@ -177,7 +179,7 @@ static int read_config(const stage_opts *o, config *c)
     if (opt_duration(o, "commit-lead", 50, 10000, &c->lead_ms) || opt_duration(o, "linger", 5, 1000, &c->linger_ms) ||
         opt_duration(o, "max-hold", 5000, 600000, &c->max_hold_ms) ||
         opt_duration(o, "retry-backoff", 2000, BACKOFF_MAX * 1000, &c->backoff_ms) ||
-        opt_duration(o, "delete-flush", 50, 10000, &c->del_flush_ms) || opt_count(o, "commit-threads", 2, &c->ncommit) ||
+        opt_duration(o, "delete-flush", 50, 10000, &c->del_flush_ms) || opt_count(o, "commit-threads", 4, &c->ncommit) ||
         opt_count(o, "publish-threads", 2, &c->npublish))
         return STAGE_EXIT_USAGE;
     return 0;

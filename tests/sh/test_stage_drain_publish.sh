@@ -272,6 +272,24 @@ print("lateness at SNS (ms): p50 %.2f  p90 %.2f  max %.2f  (n=%d)" % (late[len(l
 EOF
 }
 
+# --linger 50ms: five schedules due 10 ms apart go in one PublishBatch,
+# when the last is due; none early.
+test_linger_batches_what_comes_due_together() {
+  local t i
+  t=$(($(date +%s%3N) + 3000))
+  for i in 0 1 2 3 4; do
+    D schedule --id "lg-$i" --at "$((t + i * 10))" --topic t --payload "lg-$i" >/dev/null || fail "schedule lg-$i"
+  done
+  start_publish --linger 50ms
+  start_drain
+  wait_delivered 5 15 || fail "not all delivered"
+  stop_stages
+  assertEquals "delivered before due" "" "$(early_lines)"
+  assertContains "one request" "$(cat "$TDIR/publish.log")" 'published=5 '
+  assertContains "one request" "$(cat "$TDIR/publish.log")" 'publish_requests=1 '
+  assertEquals "published together" 1 "$(grep -o '"at":[0-9]*' "$TDIR/reports" | sort -u | grep -c '')"
+}
+
 test_cancelled_is_not_delivered_and_deleted() {
   sched can-1 3s
   sched can-keep 3200ms
