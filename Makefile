@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNITS     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LIBA      := $(BUILD)/libdelayer.a
 
-.PHONY: all setup test check sanitize demo run clean install bench fuzz fuzz-build fuzz-smoke
+.PHONY: all setup test check sanitize demo run clean install bench bench-smoke fuzz fuzz-build fuzz-smoke
 all: $(TOOLS) $(UNITS)
 
 $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h)
@@ -73,8 +73,20 @@ sanitize: setup
 demo run: setup all
 	@scripts/demo
 
-bench: setup all
+# Bench helpers (bench/NAME.c -> $(BUILD)/bench/bench-NAME): load generator, report tap.
+BENCH_TOOLS := $(patsubst bench/%.c,$(BUILD)/bench/bench-%,$(wildcard bench/*.c))
+
+$(BUILD)/bench/bench-%: bench/%.c $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
+
+# The benchmark (docs: README "Performance"): 15-20 min; BENCH_QUICK=1 for a
+# shorter run; bench-smoke is a ~20 s run that only checks the bench works.
+bench: setup all $(BENCH_TOOLS)
 	@bench/run
+
+bench-smoke: setup all $(BENCH_TOOLS)
+	@BENCH_SMOKE=1 bench/run
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c) with clang, ASan and UBSan, in
 # build-fuzz/. `make fuzz` runs each for FUZZ_SECONDS (default 60);
