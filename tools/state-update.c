@@ -32,8 +32,8 @@
  * process counts twice (stats --recount repairs counters).
  *
  * Counters are added up in memory and flushed every --flush and at exit;
- * events are batched (PublishBatch of 10, and whatever is queued when the
- * input is idle). An events failure is logged and never holds a state
+ * events are batched (PublishBatch of 10, or what is queued once the oldest
+ * has waited EVENTS_LINGER_MS, 200 ms). An events failure is logged and never holds a state
  * change: the table is the truth.
  *
  * --out (none by default): one NDJSON line per report handled:
@@ -58,6 +58,7 @@
 #define SEEN_GEN       20000    /* keys per generation of the replay filter */
 #define SEEN_CAP       65536    /* its slots: a power of two, load <= 0.31 */
 #define SUMMARY_MS     10000
+#define EVENTS_LINGER_MS 200    /* longest wait of a queued lifecycle event */
 
 /* ------------------------------------------------------------ replay filter */
 
@@ -475,13 +476,15 @@ static int run(updater *u, zpipe_in *in, int64_t flush_ms)
     int code = STAGE_EXIT_OK;
     int64_t next_flush = time_mono_ms() + flush_ms, next_summary = time_mono_ms() + SUMMARY_MS;
     uint64_t last_total = 0;
+    int64_t ev_since = 0;   /* when the oldest queued event was queued */
     for (;;) {
-        int64_t wait = next_flush - time_mono_ms();
+        int64_t now = time_mono_ms(), wait = next_flush - now;
+        if (!u->s->nev) ev_since = 0;
+        else if (!ev_since) ev_since = now;
+        if (ev_since && ev_since + EVENTS_LINGER_MS - now < wait) wait = ev_since + EVENTS_LINGER_MS - now;
         int rc = zpipe_in_recv(in, &msg, wait > 0 ? (int)wait : 0);
         if (rc == ZPIPE_READY) {
             handle(u, &msg);
-            /* Input idle: send the queued events now rather than later. */
-            if (u->s->nev && zpipe_in_wait(in, 0) == ZPIPE_TIMEOUT) flush_events(u);
         } else if (rc != ZPIPE_TIMEOUT) {
             if (rc == ZPIPE_ERR) {
                 log_ev(LOG_ERROR, "input failed", "error", strerror(errno), NULL);
@@ -491,6 +494,10 @@ static int run(updater *u, zpipe_in *in, int64_t flush_ms)
             }
             break;   /* EOF or a stop request */
         }
+        /* Events wait at most EVENTS_LINGER_MS to fill a PublishBatch of 10
+         * (store_event sends a full one at once): flushing whenever the
+         * input was idle sent about one event per request at 200/s. */
+        if (ev_since && u->s->nev && time_mono_ms() - ev_since >= EVENTS_LINGER_MS) flush_events(u);
         if (time_mono_ms() >= next_flush) {
             flush_counts(u, 0);
             flush_events(u);
