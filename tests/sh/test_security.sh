@@ -250,6 +250,9 @@ test_secrets_never_printed() {
   assertEquals "a credentials-file profile works" 0 $?
   env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_SHARED_CREDENTIALS_FILE="$W/credentials" AWS_PROFILE=missing \
     "$BIN/aws-call" dynamodb ListTables >>"$W/all.txt" 2>&1
+  if grep -qE 'Sanitizer|runtime error:' "$W/all.txt"; then
+    fail "sanitizer report: $(grep -E -A5 'Sanitizer|runtime error:' "$W/all.txt" | head -20)"
+  fi
   local lines
   lines=$(wc -l <"$W/all.txt")
   assertTrue "a real amount of output was checked ($lines lines)" "[ $lines -gt 100 ]"
@@ -364,6 +367,9 @@ json.dump(out, sys.stdout)
 PY
 )
   wait "$pids" 2>/dev/null
+  if grep -qE 'Sanitizer|runtime error:' "$W"/drain.log "$W"/publish.log "$W"/state.log; then
+    fail "sanitizer report in the publish path: $(grep -hE -A5 'Sanitizer|runtime error:' "$W"/*.log | head -20)"
+  fi
   for i in "${!PUB_IDS[@]}"; do
     id="pub-${PUB_IDS[$i]}"
     local r
