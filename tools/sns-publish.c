@@ -1171,10 +1171,19 @@ static int make_workers(workers *w, char *err, size_t errlen, int *code)
     if (!(w->t.s = open_store(err, errlen, code))) return -1;
     if ((*code = open_queue(&w->t, err, errlen)) != 0) return -1;
     *code = STAGE_EXIT_SYSTEM;
-    for (int i = 0; i < P.cfg.ncommit; i++)
+    /* A schedule is due within commit-lead of its commit: one attempt that
+     * hangs for the library's default 30 s is no use to it, and would hold
+     * up a stop. The number of attempts stays the library's: throttling is
+     * better retried here than through SQS, where every redelivery counts
+     * towards maxReceiveCount. */
+    for (int i = 0; i < P.cfg.ncommit; i++) {
         if (!(w->c[i].s = open_store(err, errlen, code))) return -1;
-    for (int i = 0; i < P.cfg.npublish; i++)
+        aws_client_set_timeouts(w->c[i].s->ddb, 1000, 5000);
+    }
+    for (int i = 0; i < P.cfg.npublish; i++) {
         if (!(w->p[i].sns = aws_client_new("sns", err, errlen))) return -1;
+        aws_client_set_timeouts(w->p[i].sns, 1000, 5000);
+    }
     return 0;
 }
 
