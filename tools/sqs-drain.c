@@ -3,8 +3,12 @@
  * as one NDJSON wire record: the message body plus the stage fields
  *   "mid" (MessageId), "rh" (ReceiptHandle), "rc" (ApproximateReceiveCount).
  * With --queue dead it reads the dead-letter queue instead and emits one
- * report "dead" per message for state-update (which ends the schedule
- * FAILED), then deletes the message from the dead-letter queue.
+ * report "dead" per message for state-update, which ends the schedule
+ * FAILED and only then deletes the message (with the report's "rh"): a
+ * report lost on the way leaves the message where it is, and it is read
+ * again DEAD_VIS_S (5 min) later (dead-letter messages are received with
+ * that visibility timeout: a report state-update could not apply must not
+ * come back every 30 s).
  *
  * Durability. sqs-drain never deletes a delay-queue message: sns-publish
  * does, once SNS accepted it (or once the schedule turned out cancelled or
@@ -22,7 +26,7 @@
  * has N receives in flight and an idle one just one. The short wait also
  * keeps the extra pollers quick to stop. The main thread owns the output
  * (a zpipe is not thread-safe) and a third SQS client for visibility
- * changes and deletes: pollers only receive and queue what they got (at
+ * changes: pollers only receive and queue what they got (at
  * most QUEUE_CAP messages wait in memory; pollers stop receiving when the
  * output is slower than the queue).
  *
@@ -75,6 +79,7 @@
 #define PROBE_PAUSE_MS  2000    /* pause after handing held messages back */
 #define STOP_GRACE_MS   3000    /* how long a stop waits for pollers in a long poll */
 #define VIS_MAX         43200   /* SQS's longest visibility timeout, s */
+#define DEAD_VIS_S      300     /* dead-letter messages come back after this, s */
 
 /* ------------------------------------------------------------ options */
 
@@ -159,7 +164,8 @@ static struct {
     int stopping;
     char *url;                 /* the queue read */
     int wait_s;
-} G = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, 0};
+    int recv_vis;              /* VisibilityTimeout of receives, -1: the queue's */
+} G = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, -1};
 
 /* Condition variables time their waits on the monotonic clock: a wall
  * clock step must not stretch or cut a wait. */
@@ -295,7 +301,7 @@ static void *poller_main(void *arg)
     int max;
     while (poll_gate(p->idx, &max) == 0) {
         int wait = p->idx == 0 ? G.wait_s : (G.wait_s < 1 ? G.wait_s : 1);
-        if (sqs_receive(p->c, G.url, max, wait, -1, &m, &e) < 0) {
+        if (sqs_receive(p->c, G.url, max, wait, G.recv_vis, &m, &e) < 0) {
             log_ev(LOG_ERROR, "receive failed", "code", e.code, "error", e.message, NULL);
             error_pause(backoff);
             backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
@@ -331,8 +337,6 @@ typedef struct {
     held *h;
     size_t nh, caph;
     int probing;               /* handed back once already: hold without limit */
-    const char **dels;         /* dead mode: receipt handles to delete */
-    size_t ndels, capdels;
     int fatal;                 /* stdout's reader is gone */
     uint64_t sent, invalid;
 } drain;
@@ -438,36 +442,6 @@ static void held_free(held *h)
     free(h->mid);
 }
 
-static void want_delete(drain *d, const char *rh)
-{
-    if (d->ndels == d->capdels) {
-        d->capdels = d->capdels ? d->capdels * 2 : 16;
-        d->dels = xrealloc(d->dels, d->capdels * sizeof *d->dels);
-    }
-    d->dels[d->ndels++] = xstrdup(rh);
-}
-
-/* Dead mode: deletes the dead-letter messages whose report was handed on.
- * A failed delete only means the report comes again (state-update's
- * transition is conditional: a replay changes nothing). */
-static void flush_deletes(drain *d)
-{
-    sqs_handle_entry ent[SQS_BATCH_MAX];
-    aws_entry_result res[SQS_BATCH_MAX];
-    aws_err e;
-    for (size_t i = 0; i < d->ndels; i += SQS_BATCH_MAX) {
-        size_t m = d->ndels - i < SQS_BATCH_MAX ? d->ndels - i : SQS_BATCH_MAX;
-        for (size_t k = 0; k < m; k++) ent[k] = (sqs_handle_entry){NULL, d->dels[i + k], 0};
-        if (sqs_delete_batch(d->c, G.url, ent, m, res, &e) < 0)
-            log_ev(LOG_WARN, "delete failed", "code", e.code, "error", e.message, NULL);
-        else
-            for (size_t k = 0; k < m; k++)
-                if (!res[k].ok) log_ev(LOG_WARN, "delete failed", "code", res[k].code, "error", res[k].message, NULL);
-    }
-    for (size_t i = 0; i < d->ndels; i++) free((char *)d->dels[i]);
-    d->ndels = 0;
-}
-
 /* Sends one record. 0 sent; 1 the downstream did not take it (hold it);
  * -1 it can never be sent (logged). */
 static int send_line(drain *d, const char *line, size_t len, const char *mid, int timeout_ms)
@@ -516,7 +490,6 @@ static void process(drain *d, const sqs_message *m, buf_t *line)
     }
     int rc = d->nh ? 1 : send_line(d, line->p, line->len, m->message_id, SEND_TIMEOUT_MS);
     if (rc == 1) hold(d, m, line);
-    if (rc == 0 && d->cfg.dead) want_delete(d, m->receipt_handle);
     if (rc == 0 && d->probing) downstream_ok(d);
 }
 
@@ -562,7 +535,6 @@ static void retry_held(drain *d)
     while (i < d->nh && !d->fatal) {
         int rc = send_line(d, d->h[i].line, d->h[i].len, d->h[i].mid, 50);
         if (rc == 1) break;
-        if (rc == 0 && d->cfg.dead) want_delete(d, d->h[i].rh);
         held_free(&d->h[i]);
         i++;
     }
@@ -621,7 +593,6 @@ static void run(drain *d)
         }
         free_batches(b);
         if (d->nh) retry_held(d);
-        if (d->ndels) flush_deletes(d);
     }
     buf_free(&line);
 }
@@ -657,7 +628,7 @@ static int open_queue(drain *d, char *err, size_t errlen)
         return aws_err_is(&e, "QueueDoesNotExist") || aws_err_is(&e, "NonExistentQueue") ? STAGE_EXIT_USAGE
                                                                                           : STAGE_EXIT_SYSTEM;
     }
-    d->vis_s = atoi(buf_str(&v));
+    d->vis_s = d->cfg.dead ? DEAD_VIS_S : atoi(buf_str(&v));
     if (d->vis_s < 2) d->vis_s = 2;
     buf_free(&v);
     return 0;
@@ -716,6 +687,7 @@ int main(int argc, char **argv)
     memset(&d, 0, sizeof d);
     if ((rc = read_config(&o, &d.cfg)) != 0) return rc;
     G.wait_s = d.cfg.wait_s;
+    G.recv_vis = d.cfg.dead ? DEAD_VIS_S : -1;
     cond_init_mono(&G.got);
     cond_init_mono(&G.gate);
     char err[768];
@@ -745,12 +717,10 @@ int main(int argc, char **argv)
     for (batch *x = b; x; x = x->next) release_msgs(d.c, &x->m, 0);
     free_batches(b);
     release_held(&d);
-    if (d.ndels) flush_deletes(&d);
     log_ev(LOG_INFO, "stopped", "sent", log_i64((int64_t)d.sent), "invalid", log_i64((int64_t)d.invalid),
            "pollers_left", log_i64(left), NULL);
     zpipe_out_close(d.out);
     free(d.h);
-    free(d.dels);
     store_close(d.s);
     if (!left) {
         free(p);
