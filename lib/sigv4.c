@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,23 +23,60 @@ static void to_hex(const unsigned char *d, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+/* SHA-256 through an EVP_MD fetched once: EVP_sha256() and HMAC() make
+ * OpenSSL 3 look the algorithm up in its providers on every call, which
+ * was most of the CPU a request cost (issue 6's profile). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+}
+
+static const EVP_MD *sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md ? sha256_md : EVP_sha256();
+}
+
+static void sha256_raw(const void *data, size_t n, unsigned char out[32])
+{
+    unsigned int mdlen = 0;
+    /* Cannot fail with a working libcrypto; never sign with garbage. */
+    if (EVP_Digest(data, n, out, &mdlen, sha256(), NULL) != 1 || mdlen != 32) abort();
+}
+
 void sigv4_sha256_hex(const void *data, size_t n, char hex[65])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
+    unsigned char md[32];
     static const char empty[1] = "";
     if (!data) data = empty;
-    if (EVP_Digest(data, n, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
-        /* Cannot happen with a working libcrypto; never sign with garbage. */
-        abort();
-    }
+    sha256_raw(data, n, md);
     to_hex(md, 32, hex);
 }
 
+/* HMAC-SHA256 (RFC 2104) on the fetched digest. */
 static void hmac256(const void *key, size_t keylen, const void *data, size_t n, unsigned char out[32])
 {
+    unsigned char k[64] = {0}, pad[64], inner[32];
     unsigned int len = 0;
-    if (!HMAC(EVP_sha256(), key, (int)keylen, data, n, out, &len) || len != 32) abort();
+    if (keylen > 64) sha256_raw(key, keylen, k);
+    else memcpy(k, key, keylen);
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (!c) abort();
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+    if (EVP_DigestInit_ex(c, sha256(), NULL) != 1 || EVP_DigestUpdate(c, pad, 64) != 1 ||
+        EVP_DigestUpdate(c, data, n) != 1 || EVP_DigestFinal_ex(c, inner, &len) != 1 || len != 32)
+        abort();
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+    if (EVP_DigestInit_ex(c, sha256(), NULL) != 1 || EVP_DigestUpdate(c, pad, 64) != 1 ||
+        EVP_DigestUpdate(c, inner, 32) != 1 || EVP_DigestFinal_ex(c, out, &len) != 1 || len != 32)
+        abort();
+    EVP_MD_CTX_free(c);
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(pad, sizeof pad);
+    OPENSSL_cleanse(inner, sizeof inner);
 }
 
 static int is_unreserved(unsigned char c)
@@ -314,10 +352,30 @@ int sigv4_string_to_sign(const sigv4_params *p, const char *canonical_request, b
     return 0;
 }
 
-int sigv4_signature(const sigv4_params *p, const char *string_to_sign, char hex[65])
+/* The signing key HMAC(HMAC(HMAC(HMAC("AWS4" secret, date), region),
+ * service), "aws4_request") changes once a day: each thread keeps the last
+ * one, known by its date, region, service and a SHA-256 of the secret
+ * (not the secret itself), so a request costs one HMAC instead of five. */
+static __thread struct {
+    int valid;
+    char date[9], region[64], service[32];
+    unsigned char secret_sum[32];
+    unsigned char key[32];
+} key_cache;
+
+static void signing_key(const sigv4_params *p, unsigned char key[32])
 {
-    if (!scope_ok(p) || !p->secret_key || !string_to_sign || !hex) return -1;
-    size_t sl = strlen(p->secret_key);
+    size_t sl = strlen(p->secret_key), rl = strlen(p->region), vl = strlen(p->service);
+    unsigned char sum[32];
+    sha256_raw(p->secret_key, sl, sum);
+    int cacheable = rl < sizeof key_cache.region && vl < sizeof key_cache.service;
+    if (cacheable && key_cache.valid && memcmp(key_cache.date, p->amz_date, 8) == 0 &&
+        strcmp(key_cache.region, p->region) == 0 && strcmp(key_cache.service, p->service) == 0 &&
+        CRYPTO_memcmp(key_cache.secret_sum, sum, 32) == 0) {
+        memcpy(key, key_cache.key, 32);
+        OPENSSL_cleanse(sum, sizeof sum);
+        return;
+    }
     unsigned char *k0 = xmalloc(sl + 4);
     memcpy(k0, "AWS4", 4);
     memcpy(k0 + 4, p->secret_key, sl);
@@ -325,13 +383,32 @@ int sigv4_signature(const sigv4_params *p, const char *string_to_sign, char hex[
     hmac256(k0, sl + 4, p->amz_date, 8, k);
     OPENSSL_cleanse(k0, sl + 4);
     free(k0);
-    hmac256(k, 32, p->region, strlen(p->region), k2);
-    hmac256(k2, 32, p->service, strlen(p->service), k);
-    hmac256(k, 32, "aws4_request", 12, k2);
-    hmac256(k2, 32, string_to_sign, strlen(string_to_sign), k);
-    to_hex(k, 32, hex);
+    hmac256(k, 32, p->region, rl, k2);
+    hmac256(k2, 32, p->service, vl, k);
+    hmac256(k, 32, "aws4_request", 12, key);
     OPENSSL_cleanse(k, sizeof k);
     OPENSSL_cleanse(k2, sizeof k2);
+    if (cacheable) {
+        memcpy(key_cache.date, p->amz_date, 8);
+        key_cache.date[8] = '\0';
+        memcpy(key_cache.region, p->region, rl + 1);
+        memcpy(key_cache.service, p->service, vl + 1);
+        memcpy(key_cache.secret_sum, sum, 32);
+        memcpy(key_cache.key, key, 32);
+        key_cache.valid = 1;
+    }
+    OPENSSL_cleanse(sum, sizeof sum);
+}
+
+int sigv4_signature(const sigv4_params *p, const char *string_to_sign, char hex[65])
+{
+    if (!scope_ok(p) || !p->secret_key || !string_to_sign || !hex) return -1;
+    unsigned char key[32], k[32];
+    signing_key(p, key);
+    hmac256(key, 32, string_to_sign, strlen(string_to_sign), k);
+    to_hex(k, 32, hex);
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(key, sizeof key);
     return 0;
 }
 
