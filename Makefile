@@ -12,7 +12,7 @@ CFLAGS    ?= $(OPT) -g
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CPPFLAGS  += -std=c11 -D_GNU_SOURCE -DDELAYER_VERSION='"$(VERSION)"' -iquote lib
 # -iquote: lib/sched.h must not shadow the system <sched.h>
-LDLIBS    += -lcurl -lssl -lcrypto -lzmq -lm
+LDLIBS    += -lcurl -lssl -lcrypto -lzmq -lmicrohttpd -lm
 ifeq ($(SAN),1)
 CFLAGS    += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS   += -fsanitize=address,undefined

@@ -501,6 +501,33 @@ static void aws_fill_http_error(aws_client *c, const aws_creds *cr, aws_err *e)
     buf_free(&code);
 }
 
+static aws_attempt_hook aws_hook;
+void aws_set_attempt_hook(aws_attempt_hook hook) { aws_hook = hook; }
+
+/* The operation of a request: the X-Amz-Target after its '.', or the query
+ * protocol's Action (the form's first parameter). */
+static const char *aws_req_op(const aws_req *r, size_t *len)
+{
+    const char *op = "?";
+    size_t n = 1;
+    if (r->target) {
+        const char *dot = strrchr(r->target, '.');
+        op = dot ? dot + 1 : r->target;
+        n = strlen(op);
+    } else if (r->len > 7 && strncmp(r->body, "Action=", 7) == 0) {
+        op = r->body + 7;
+        n = strcspn(op, "&");
+    } else if (r->len > 0) {
+        const char *a = strstr(r->body, "&Action=");
+        if (a) {
+            op = a + 8;
+            n = strcspn(op, "&");
+        }
+    }
+    *len = n;
+    return op;
+}
+
 /* Counts the attempt per operation (reqstat.h): the X-Amz-Target after its
  * '.', or the query protocol's Action (the form's first parameter). */
 static void aws_count_request(const aws_client *c, const aws_req *r)
@@ -592,6 +619,16 @@ static int aws_call(aws_client *c, const aws_req *r, buf_t *resp, aws_err *e)
         }
         e->attempts = attempt;
         rc = aws_attempt(c, r, e, &retry);
+        if (aws_hook) {
+            size_t n;
+            const char *op = aws_req_op(r, &n);
+            const char *outcome = rc == 0 ? "ok"
+                : e->http_status == 0 ? (strncmp(e->message, "credentials", 11) == 0 || strncmp(e->message, "cannot sign", 11) == 0
+                                         ? "credentials_error" : "network_error")
+                : aws_is_throttle(e->code) || aws_is_throttle(e->query_code) || e->http_status == 429 ? "throttled"
+                : e->http_status >= 500 ? "server_error" : "client_error";
+            aws_hook(c->service, op, n, outcome, rc < 0 && retry && attempt < c->max_attempts);
+        }
         if (rc == 0 || !retry) break;
     }
     if (rc < 0) c->stats.errors++;

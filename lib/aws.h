@@ -66,6 +66,17 @@ typedef struct {
 
 typedef struct aws_client aws_client;
 
+/* Metrics hook (lib/stage.c sets it with --metrics; unset, nothing is
+ * called): after every HTTP attempt of any client, with the service
+ * ("sns"), the operation (op, oplen: "PublishBatch"), the attempt's outcome
+ * ("ok", "throttled", "client_error" 4xx, "server_error" 5xx,
+ * "network_error" no HTTP reply, "credentials_error" no request sent) and
+ * whether the call tries again after it (retried). Called on the calling
+ * thread: it must be thread-safe. */
+typedef void (*aws_attempt_hook)(const char *service, const char *op, size_t oplen,
+                                 const char *outcome, int retried);
+void aws_set_attempt_hook(aws_attempt_hook hook);
+
 /* service: "dynamodb", "sqs" or "sns". Resolves region, endpoint and the
  * credentials chain (creds.h). NULL with err on failure. */
 aws_client *aws_client_new(const char *service, char *err, size_t errlen);

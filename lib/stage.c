@@ -1,5 +1,7 @@
 #include "stage.h"
+#include "aws.h"
 #include "log.h"
+#include "metrics.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -7,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef DELAYER_VERSION
@@ -21,7 +26,7 @@ static const stage_opt common[C_N] = {
     [C_HWM] = {"hwm", "N", "ZeroMQ high-water mark, messages per pipe [1000]"},
     [C_LOG] = {"log-level", "LEVEL", "debug, info, warn, error or off [$DELAYER_LOG_LEVEL or info]"},
     [C_READY] = {"ready-fd", "N", "once ready, write a newline to file descriptor N and close it"},
-    [C_METRICS] = {"metrics", "ADDR", "address for metrics and health (accepted, not served yet)"},
+    [C_METRICS] = {"metrics", "ADDR", "serve /metrics, /healthz, /readyz over HTTP on HOST:PORT (:PORT all interfaces, port 0 ephemeral)"},
     [C_CSECRET] = {"curve-secret", "FILE", "CURVE secret key (Z85, mode 0600) for tcp:// sockets; see delayer-keygen"},
     [C_CPUBLIC] = {"curve-public", "FILE", "own CURVE public key (optional: derived from the secret, checked if given)"},
     [C_CSERVER] = {"curve-server-key", "FILE", "public key of the CURVE server a connecting tcp:// socket talks to"},
@@ -158,6 +163,134 @@ static int apply_common(const stage_spec *spec, stage_opts *o, int c, const char
     return STAGE_RUN;
 }
 
+/* ---- metrics (--metrics ADDR; docs/metrics.md) ---------------------------- */
+
+static pthread_mutex_t m_mu = PTHREAD_MUTEX_INITIALIZER;
+static const zpipe_stats *m_pipe[2];      /* in, out while open (under m_mu) */
+static zpipe_stats m_final[2];            /* their last values once closed */
+static atomic_int m_ready;
+static _Atomic int64_t m_aws_ok_ms, m_aws_fail_ms;   /* monotonic ms of the last reachable / unreachable attempt */
+static int64_t m_start_ms;
+static double m_start_unix;
+#define STAGE_READY_RECENT_MS 30000
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void m_on_close(const zpipe_stats *st)
+{
+    pthread_mutex_lock(&m_mu);
+    for (int i = 0; i < 2; i++)
+        if (m_pipe[i] == st) {
+            m_final[i].msgs = __atomic_load_n(&st->msgs, __ATOMIC_RELAXED);
+            m_final[i].bytes = __atomic_load_n(&st->bytes, __ATOMIC_RELAXED);
+            m_final[i].dropped = __atomic_load_n(&st->dropped, __ATOMIC_RELAXED);
+            m_final[i].blocked = __atomic_load_n(&st->blocked, __ATOMIC_RELAXED);
+            m_pipe[i] = &m_final[i];
+        }
+    pthread_mutex_unlock(&m_mu);
+}
+
+/* ud: &m_fields[side * 4 + field] */
+static const int m_fields[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+static double m_pipe_value(void *ud)
+{
+    int k = *(const int *)ud, side = k / 4, f = k % 4;
+    uint64_t v = 0;
+    pthread_mutex_lock(&m_mu);
+    const zpipe_stats *st = m_pipe[side];
+    if (st) {
+        const uint64_t *p = f == 0 ? &st->msgs : f == 1 ? &st->bytes : f == 2 ? &st->dropped : &st->blocked;
+        v = __atomic_load_n(p, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&m_mu);
+    return (double)v;
+}
+
+static double m_uptime(void *ud) { (void)ud; return (double)(mono_ms() - m_start_ms) / 1000.0; }
+static double m_start_time(void *ud) { (void)ud; return m_start_unix; }
+static double m_ready_value(void *ud) { (void)ud; return atomic_load(&m_ready); }
+
+static void m_aws_hook(const char *service, const char *op, size_t oplen, const char *outcome, int retried)
+{
+    char api[64], labels[192];
+    size_t n = 0;
+    for (size_t i = 0; i < oplen && n + 1 < sizeof api; i++)   /* label-safe */
+        api[n++] = (op[i] == '"' || op[i] == '\\' || op[i] == '\n') ? '_' : op[i];
+    api[n] = '\0';
+    snprintf(labels, sizeof labels, "service=\"%s\",api=\"%s\",outcome=\"%s\"", service, api, outcome);
+    metrics_count("delayer_aws_requests_total", "AWS HTTP requests (every attempt, retries too) by service, API and outcome", labels, 1);
+    if (retried) {
+        snprintf(labels, sizeof labels, "service=\"%s\",api=\"%s\"", service, api);
+        metrics_count("delayer_aws_retries_total", "AWS attempts that failed and were tried again", labels, 1);
+    }
+    int reachable = strcmp(outcome, "ok") == 0 || strcmp(outcome, "client_error") == 0 || strcmp(outcome, "throttled") == 0;
+    atomic_store(reachable ? &m_aws_ok_ms : &m_aws_fail_ms, mono_ms());
+}
+
+static int m_live(char *why, size_t n)
+{
+    if (!stage_should_stop()) return 1;
+    snprintf(why, n, "stopping");
+    return 0;
+}
+
+static int m_readyz(char *why, size_t n)
+{
+    if (stage_should_stop()) return snprintf(why, n, "stopping"), 0;
+    if (!atomic_load(&m_ready)) return snprintf(why, n, "starting"), 0;
+    int64_t ok = atomic_load(&m_aws_ok_ms), fail = atomic_load(&m_aws_fail_ms), now = mono_ms();
+    if (fail == 0 || ok >= fail || (ok && now - ok <= STAGE_READY_RECENT_MS)) return 1;
+    if (ok) snprintf(why, n, "AWS unreachable: last request failed %.1f s ago, last success %.1f s ago",
+                     (double)(now - fail) / 1000.0, (double)(now - ok) / 1000.0);
+    else snprintf(why, n, "AWS unreachable: last request failed %.1f s ago, no success yet", (double)(now - fail) / 1000.0);
+    return 0;
+}
+
+/* Starts the server and the metrics every stage has. 0, or STAGE_EXIT_SYSTEM. */
+static int metrics_start(const stage_opts *o)
+{
+    char bound[300], err[400];
+    m_start_ms = mono_ms();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    m_start_unix = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (metrics_serve(o->metrics, bound, sizeof bound, err, sizeof err) != 0) {
+        log_ev(LOG_ERROR, "cannot serve metrics", "addr", o->metrics, "error", err, NULL);
+        metrics_shutdown();
+        return STAGE_EXIT_SYSTEM;
+    }
+    atexit(metrics_shutdown);
+    static const char *names[4] = {"delayer_pipe_messages_total", "delayer_pipe_bytes_total",
+                                    "delayer_pipe_dropped_total", "delayer_pipe_blocked_total"};
+    static const char *helps[4] = {"records received (side=in) or sent (side=out) on the stage's pipe",
+                                   "bytes of those records, newlines excluded",
+                                   "input records dropped: over-long lines, multipart or newline-bearing messages",
+                                   "output sends that gave up at the high-water mark or with no peer"};
+    for (int side = 0; side < 2; side++) {
+        if (!(side ? o->spec->has_out : o->spec->has_in)) continue;
+        for (int f = 0; f < 4; f++) {
+            if ((f == 2 && side == 1) || (f == 3 && side == 0)) continue;
+            metrics_callback(names[f], helps[f], side ? "side=\"out\"" : "side=\"in\"", 1, m_pipe_value, (void *)&m_fields[side * 4 + f]);
+        }
+    }
+    char labels[160];
+    snprintf(labels, sizeof labels, "stage=\"%s\",version=\"%s\"", o->spec->name, DELAYER_VERSION);
+    metrics_set(metrics_gauge("delayer_stage_info", "the stage and version of this process (always 1)", labels), 1);
+    metrics_callback("delayer_process_start_time_seconds", "start time of the process, seconds since the epoch", "", 0, m_start_time, NULL);
+    metrics_callback("delayer_process_uptime_seconds", "seconds since the process started", "", 0, m_uptime, NULL);
+    metrics_callback("delayer_ready", "1 once the stage is ready (stage_ready), else 0", "", 0, m_ready_value, NULL);
+    metrics_set_checks(m_live, m_readyz);
+    aws_set_attempt_hook(m_aws_hook);
+    zpipe_close_hook = m_on_close;
+    log_ev(LOG_INFO, "metrics listening", "addr", bound, NULL);
+    return 0;
+}
+
 int stage_init(int argc, char **argv, const stage_spec *spec, stage_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -222,6 +355,7 @@ int stage_init(int argc, char **argv, const stage_spec *spec, stage_opts *o)
     char cerr[512];
     if (zpipe_curve_check(&o->z, cerr, sizeof cerr) != 0) return usage(spec, "%s", cerr);
     install_signals();
+    if (o->metrics && metrics_start(o) != 0) return STAGE_EXIT_SYSTEM;
     return STAGE_RUN;
 }
 
@@ -249,6 +383,12 @@ int stage_open(const stage_opts *o, zpipe_in **in, zpipe_out **out)
         }
         return STAGE_EXIT_SYSTEM;
     }
+    if (metrics_enabled()) {
+        pthread_mutex_lock(&m_mu);
+        if (in) m_pipe[0] = zpipe_in_stats(*in);
+        if (out) m_pipe[1] = zpipe_out_stats(*out);
+        pthread_mutex_unlock(&m_mu);
+    }
     return 0;
 }
 
@@ -274,6 +414,7 @@ int stage_ready(stage_opts *o)
         else k1 = "out", v1 = o->out;
     }
     log_ev(LOG_INFO, "ready", k1, v1, k2, v2, NULL);
+    atomic_store(&m_ready, 1);
     return rc;
 }
 

@@ -772,7 +772,7 @@ zpipe_in *zpipe_in_open(const char *endpoint, const zpipe_opts *o, char *err, si
 
 static void too_long(zpipe_in *in)
 {
-    in->st.dropped++;
+    __atomic_fetch_add(&in->st.dropped, 1, __ATOMIC_RELAXED);
     log_ev(LOG_ERROR, "input line too long, skipped", "limit", log_i64((int64_t)in->max), NULL);
 }
 
@@ -788,8 +788,8 @@ static void set_pending(zpipe_in *in, const char *p, size_t n)
     buf_reset(&in->pend);
     buf_add(&in->pend, p, n);
     in->has_pend = 1;
-    in->st.msgs++;
-    in->st.bytes += n;
+    __atomic_fetch_add(&in->st.msgs, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&in->st.bytes, n, __ATOMIC_RELAXED);
 }
 
 /* stdin: takes the next record out of what was read. 1 = pending set,
@@ -894,7 +894,7 @@ static int zmq_fetch(zpipe_in *in)
                 if (zmq_msg_recv(&m, in->sock, ZMQ_DONTWAIT) < 0) break;
             }
             zmq_msg_close(&m);
-            in->st.dropped++;
+            __atomic_fetch_add(&in->st.dropped, 1, __ATOMIC_RELAXED);
             log_ev(LOG_WARN, "multipart message dropped", "in", in->ep, NULL);
             continue;
         }
@@ -902,13 +902,13 @@ static int zmq_fetch(zpipe_in *in)
         if (n && p[n - 1] == '\r') n--;
         if (n > in->max) {
             zmq_msg_close(&m);
-            in->st.dropped++;
+            __atomic_fetch_add(&in->st.dropped, 1, __ATOMIC_RELAXED);
             log_ev(LOG_ERROR, "input message too long, dropped", "in", in->ep, "limit", log_i64((int64_t)in->max), NULL);
             continue;
         }
         if (n && memchr(p, '\n', n)) {
             zmq_msg_close(&m);
-            in->st.dropped++;
+            __atomic_fetch_add(&in->st.dropped, 1, __ATOMIC_RELAXED);
             log_ev(LOG_WARN, "message with a newline dropped", "in", in->ep, NULL);
             continue;
         }
@@ -971,9 +971,12 @@ int zpipe_in_recv(zpipe_in *in, buf_t *msg, int timeout_ms)
 const char *zpipe_in_endpoint(const zpipe_in *in) { return in->ep; }
 const zpipe_stats *zpipe_in_stats(const zpipe_in *in) { return &in->st; }
 
+void (*zpipe_close_hook)(const zpipe_stats *st);
+
 void zpipe_in_close(zpipe_in *in)
 {
     if (!in) return;
+    if (zpipe_close_hook) zpipe_close_hook(&in->st);
     if (in->sock) close_sock(in->sock);
     buf_free(&in->rb);
     buf_free(&in->pend);
@@ -1110,12 +1113,12 @@ int zpipe_out_send(zpipe_out *out, const char *data, size_t len, int timeout_ms)
     }
     if (r < 0) return -1;
     if (r == 0) {
-        out->st.blocked++;
+        __atomic_fetch_add(&out->st.blocked, 1, __ATOMIC_RELAXED);
         errno = EAGAIN;
         return -1;
     }
-    out->st.msgs++;
-    out->st.bytes += len;
+    __atomic_fetch_add(&out->st.msgs, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&out->st.bytes, len, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -1125,6 +1128,7 @@ const zpipe_stats *zpipe_out_stats(const zpipe_out *out) { return &out->st; }
 void zpipe_out_close(zpipe_out *out)
 {
     if (!out) return;
+    if (zpipe_close_hook) zpipe_close_hook(&out->st);
     if (out->sock) close_sock(out->sock);
     free(out);
 }

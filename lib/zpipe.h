@@ -110,13 +110,18 @@ typedef struct {
     const char *curve_allow_dir;       /* binding sockets: allowed client public keys */
 } zpipe_opts;
 
-/* Counters for the metrics endpoint (issue 7). */
+/* Counters for the metrics endpoint (issue 7). The pipe updates them with
+ * relaxed atomics, so another thread may read them with __atomic_load_n
+ * while the pipe is open; zpipe_close_hook (when set) is called with them
+ * just before a pipe is freed (lib/stage.c keeps the final values). */
 typedef struct {
     uint64_t msgs;    /* records received / sent */
     uint64_t bytes;   /* their bytes, newlines excluded */
     uint64_t dropped; /* input: over-long lines, multipart or newline-bearing messages */
     uint64_t blocked; /* output: sends that gave up with EAGAIN (timeout at HWM or no peer) */
 } zpipe_stats;
+
+extern void (*zpipe_close_hook)(const zpipe_stats *st);
 
 typedef struct zpipe_in zpipe_in;
 typedef struct zpipe_out zpipe_out;
