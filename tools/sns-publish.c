@@ -90,6 +90,7 @@
 #include "aws.h"
 #include "buf.h"
 #include "log.h"
+#include "metrics.h"
 #include "sched.h"
 #include "sns.h"
 #include "sqs.h"
@@ -182,6 +183,7 @@ static int read_config(const stage_opts *o, config *c)
         opt_duration(o, "delete-flush", 50, 10000, &c->del_flush_ms) || opt_count(o, "commit-threads", 4, &c->ncommit) ||
         opt_count(o, "publish-threads", 2, &c->npublish))
         return STAGE_EXIT_USAGE;
+    if (c->del_flush_ms < 1) c->del_flush_ms = 1;   /* the tail's timer: 0 would spin */
     return 0;
 }
 
@@ -455,6 +457,7 @@ static void commit_lost(item *it, const sched_rec *out)
     log_ev(LOG_INFO, "dropped", "id", it->w.r.id, "mid", it->w.mid, "state", sched_state_name(out->state), "why", why,
            NULL);
     COUNT(n_dropped);
+    metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
     to_tail(it, F_DROP);
 }
 
@@ -497,6 +500,7 @@ static void *committer_main(void *arg)
         else if (rc == STORE_NOTFOUND) {
             log_ev(LOG_INFO, "dropped", "id", it->w.r.id, "mid", it->w.mid, "why", "the schedule is gone", NULL);
             COUNT(n_dropped);
+            metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
             to_tail(it, F_DROP);
         } else {
             int vis = backoff_s(it->w.rc);
@@ -696,6 +700,7 @@ static void publish(publisher *p, item **b, size_t n)
     for (size_t i = 0; i < n; i++) build_entry(b[i], &ent[i], &mem[i]);
     int rc = sns_publish_batch(p->sns, b[0]->w.r.topic, ent, n, res, &e);
     COUNT(r_publish);
+    metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"PublishBatch\"", metrics_batch_bounds, metrics_batch_nbounds, (double)n);
     int64_t at_ns = wall_ns();
     for (size_t i = 0; i < n; i++) {
         item *it = b[i];
@@ -703,6 +708,7 @@ static void publish(publisher *p, item **b, size_t n)
         it->late_us = (at_ns - it->w.r.due * 1000000) / 1000;
         if (rc == 0 && res[i].ok) {
             COUNT(n_published);
+            metrics_count("delayer_published_total", "schedules published to SNS", "", 1); metrics_hist("delayer_lateness_ms", "publish time minus due time, ms (early counts as 0)", "", metrics_ms_bounds, metrics_ms_nbounds, it->late_us > 0 ? (double)it->late_us / 1000.0 : 0);
             uint64_t l = it->late_us > 0 ? (uint64_t)it->late_us : 0, cur = __atomic_load_n(&P.late_max_us, __ATOMIC_RELAXED);
             while (l > cur && !__atomic_compare_exchange_n(&P.late_max_us, &cur, l, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
             to_tail(it, F_PUBLISHED);
@@ -710,6 +716,7 @@ static void publish(publisher *p, item **b, size_t n)
             if (rc == 0) set_error(it, res[i].code, res[i].message);
             else set_error(it, e.code, e.message);
             COUNT(n_failed);
+            metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"publish\"", 1);
             to_tail(it, F_FAILED);
         }
     }
@@ -1029,6 +1036,7 @@ static void accept_record(reader *r, const char *line, size_t len)
     if (sched_wire_read(line, len, &it->w, err, sizeof err) < 0) {
         log_ev(LOG_ERROR, "input record rejected", "error", err, NULL);
         COUNT(n_rejected);
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         item_free(it);
         return;
     }
@@ -1041,10 +1049,12 @@ static void accept_record(reader *r, const char *line, size_t len)
         log_ev(LOG_ERROR, "input record rejected: no SQS message (mid, rh); the input must come from sqs-drain", "id",
                it->w.r.id, NULL);
         COUNT(n_rejected);
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         item_free(it);
         return;
     }
     COUNT(n_in);
+    metrics_count("delayer_received_total", "records received and accepted for processing", "", 1);
     it->t_arrived = time_now_ms();
     reg_add(it);
     int64_t ahead = it->w.r.due - time_now_ms();
@@ -1057,6 +1067,7 @@ static void accept_record(reader *r, const char *line, size_t len)
         it->vis = s > VIS_MAX ? VIS_MAX : (int)s;
         log_ev(LOG_DEBUG, "too early: back to the queue", "id", it->w.r.id, "mid", it->w.mid, "vis", log_i64(it->vis), NULL);
         COUNT(n_deferred);
+        metrics_count("delayer_deferred_total", "messages too early: handed back to the queue", "", 1);
         to_tail(it, F_RELEASE);
         return;
     }
