@@ -79,7 +79,7 @@ void metrics_inc(metrics_series *s, uint64_t n)
 
 void metrics_count(const char *name, const char *help, const char *labels, uint64_t n)
 {
-    metrics_inc(metrics_counter(name, help, labels), n);
+    if (atomic_load(&enabled)) metrics_inc(metrics_counter(name, help, labels), n);
 }
 
 metrics_series *metrics_gauge(const char *name, const char *help, const char *labels)
@@ -136,6 +136,12 @@ void metrics_observe(metrics_series *s, double v)
     s->sum += v;
     s->count++;
     pthread_mutex_unlock(&s->hm);
+}
+
+void metrics_hist(const char *name, const char *help, const char *labels,
+                  const double *bounds, int nbounds, double v)
+{
+    if (atomic_load(&enabled)) metrics_observe(metrics_histogram(name, help, labels, bounds, nbounds), v);
 }
 
 /* ---- rendering ------------------------------------------------------------ */

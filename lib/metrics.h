@@ -48,6 +48,9 @@ void metrics_callback(const char *name, const char *help, const char *labels, in
 metrics_series *metrics_histogram(const char *name, const char *help, const char *labels,
                                   const double *bounds, int nbounds);
 void metrics_observe(metrics_series *s, double v);         /* NULL s is a no-op */
+/* Looks the histogram up (creating it) and observes v. */
+void metrics_hist(const char *name, const char *help, const char *labels,
+                  const double *bounds, int nbounds, double v);
 /* Bounds for latencies in milliseconds: 1 2 5 10 20 50 100 200 500 1000 5000. */
 extern const double metrics_ms_bounds[];
 extern const int metrics_ms_nbounds;

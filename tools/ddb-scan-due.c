@@ -49,6 +49,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "metrics.h"
 #include "sched.h"
 #include "stage.h"
 #include "store.h"
@@ -250,14 +251,17 @@ static int claim_new(scanner *sc, const store_due_row *row, int64_t now)
     int rc = store_claim(sc->s, row->id, lease, &old), h;
     if (rc == STORE_OK && old.id) {
         sc->t.claimed++;
+        metrics_count("delayer_claimed_total", "schedules claimed for the queue (kind=new: NEW, kind=reclaim: an expired lease)", "kind=\"new\"", 1);
         log_ev(LOG_DEBUG, "claimed", "id", row->id, "due", log_i64(row->due), "lease", log_i64(lease), NULL);
         h = send_claimed(sc, &old, lease, SCHED_NEW);
     } else if (rc == STORE_LOST || rc == STORE_NOTFOUND) {
         sc->t.lost++;
+        metrics_count("delayer_claims_lost_total", "claims another writer won (harmless)", "", 1);
         log_ev(LOG_DEBUG, "claim lost (another writer won)", "id", row->id, "error", sc->s->err, NULL);
         h = H_LOST;
     } else {
         sc->t.errors++;
+        metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"claim\"", 1);
         log_ev(LOG_WARN, "claim failed", "id", row->id, "error", sc->s->err, NULL);
         h = H_ERR;
     }
@@ -275,15 +279,18 @@ static int reclaim(scanner *sc, const store_due_row *row, int64_t now)
     int rc = store_reclaim(sc->s, row->id, row->due, row->lease, lease, &old), h;
     if (rc == STORE_OK && old.id) {
         sc->t.reclaimed++;
+        metrics_count("delayer_claimed_total", "", "kind=\"reclaim\"", 1);
         log_ev(LOG_DEBUG, "re-claimed (lease expired)", "id", row->id, "due", log_i64(row->due),
                "old_lease", log_i64(row->lease), "lease", log_i64(lease), "claims", log_i64(row->claims + 1), NULL);
         h = send_claimed(sc, &old, lease, SCHED_ENQUEUED);
     } else if (rc == STORE_LOST || rc == STORE_NOTFOUND) {
         sc->t.lost++;
+        metrics_count("delayer_claims_lost_total", "claims another writer won (harmless)", "", 1);
         log_ev(LOG_DEBUG, "re-claim lost (another writer won)", "id", row->id, "error", sc->s->err, NULL);
         h = H_LOST;
     } else {
         sc->t.errors++;
+        metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"claim\"", 1);
         log_ev(LOG_WARN, "re-claim failed", "id", row->id, "error", sc->s->err, NULL);
         h = H_ERR;
     }
@@ -322,8 +329,10 @@ static int handle_rows(scanner *sc, const store_due_rows *rows, int64_t *stop_du
 static int query(scanner *sc, int64_t minute, int shard, int64_t from, int64_t to, store_due_rows *rows)
 {
     sc->t.queries++;
+    metrics_count("delayer_scan_queries_total", "due-index queries", "", 1);
     if (store_due_query(sc->s, minute, shard, from, to, rows) == STORE_OK) return 0;
     sc->t.errors++;
+    metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"claim\"", 1);
     log_ev(LOG_WARN, "due index query failed", "shard", log_i64(shard), "minute", log_i64(minute),
            "error", sc->s->err, NULL);
     return -1;

@@ -458,6 +458,7 @@ static void commit_lost(item *it, const sched_rec *out)
            NULL);
     COUNT(n_dropped);
     metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
+    metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
     to_tail(it, F_DROP);
 }
 
@@ -500,6 +501,7 @@ static void *committer_main(void *arg)
         else if (rc == STORE_NOTFOUND) {
             log_ev(LOG_INFO, "dropped", "id", it->w.r.id, "mid", it->w.mid, "why", "the schedule is gone", NULL);
             COUNT(n_dropped);
+            metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
             metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
             to_tail(it, F_DROP);
         } else {
@@ -701,6 +703,7 @@ static void publish(publisher *p, item **b, size_t n)
     int rc = sns_publish_batch(p->sns, b[0]->w.r.topic, ent, n, res, &e);
     COUNT(r_publish);
     metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"PublishBatch\"", metrics_batch_bounds, metrics_batch_nbounds, (double)n);
+    metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"PublishBatch\"", metrics_batch_bounds, metrics_batch_nbounds, (double)n);
     int64_t at_ns = wall_ns();
     for (size_t i = 0; i < n; i++) {
         item *it = b[i];
@@ -709,6 +712,7 @@ static void publish(publisher *p, item **b, size_t n)
         if (rc == 0 && res[i].ok) {
             COUNT(n_published);
             metrics_count("delayer_published_total", "schedules published to SNS", "", 1); metrics_hist("delayer_lateness_ms", "publish time minus due time, ms (early counts as 0)", "", metrics_ms_bounds, metrics_ms_nbounds, it->late_us > 0 ? (double)it->late_us / 1000.0 : 0);
+            metrics_count("delayer_published_total", "schedules published to SNS", "", 1); metrics_hist("delayer_lateness_ms", "publish time minus due time, ms (early counts as 0)", "", metrics_ms_bounds, metrics_ms_nbounds, it->late_us > 0 ? (double)it->late_us / 1000.0 : 0);
             uint64_t l = it->late_us > 0 ? (uint64_t)it->late_us : 0, cur = __atomic_load_n(&P.late_max_us, __ATOMIC_RELAXED);
             while (l > cur && !__atomic_compare_exchange_n(&P.late_max_us, &cur, l, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
             to_tail(it, F_PUBLISHED);
@@ -716,6 +720,7 @@ static void publish(publisher *p, item **b, size_t n)
             if (rc == 0) set_error(it, res[i].code, res[i].message);
             else set_error(it, e.code, e.message);
             COUNT(n_failed);
+            metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"publish\"", 1);
             metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"publish\"", 1);
             to_tail(it, F_FAILED);
         }
@@ -1037,6 +1042,7 @@ static void accept_record(reader *r, const char *line, size_t len)
         log_ev(LOG_ERROR, "input record rejected", "error", err, NULL);
         COUNT(n_rejected);
         metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         item_free(it);
         return;
     }
@@ -1050,10 +1056,12 @@ static void accept_record(reader *r, const char *line, size_t len)
                it->w.r.id, NULL);
         COUNT(n_rejected);
         metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         item_free(it);
         return;
     }
     COUNT(n_in);
+    metrics_count("delayer_received_total", "records received and accepted for processing", "", 1);
     metrics_count("delayer_received_total", "records received and accepted for processing", "", 1);
     it->t_arrived = time_now_ms();
     reg_add(it);
@@ -1067,6 +1075,7 @@ static void accept_record(reader *r, const char *line, size_t len)
         it->vis = s > VIS_MAX ? VIS_MAX : (int)s;
         log_ev(LOG_DEBUG, "too early: back to the queue", "id", it->w.r.id, "mid", it->w.mid, "vis", log_i64(it->vis), NULL);
         COUNT(n_deferred);
+        metrics_count("delayer_deferred_total", "messages too early: handed back to the queue", "", 1);
         metrics_count("delayer_deferred_total", "messages too early: handed back to the queue", "", 1);
         to_tail(it, F_RELEASE);
         return;

@@ -34,6 +34,7 @@
 #include "buf.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "sched.h"
 #include "sqs.h"
 #include "stage.h"
@@ -208,6 +209,7 @@ static int take(pusher *p, const buf_t *msg)
         char id[SCHED_ID_MAX + 1];
         line_str(msg->p, msg->len, "id", id, sizeof id);
         p->invalid++;
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         if (!id[0]) {
             log_ev(LOG_ERROR, "invalid record", "error", err, NULL);
             return -1;
@@ -219,6 +221,7 @@ static int take(pusher *p, const buf_t *msg)
     if (it->w.report) {
         /* A report wired to the wrong stage: it must never become a message. */
         p->invalid++;
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         log_ev(LOG_ERROR, "invalid record", "id", it->w.r.id, "error", "report: a report record is not a schedule", NULL);
         sched_wire_free(&it->w);
         return -1;
@@ -271,6 +274,7 @@ static void send_some(pusher *p, item **its, size_t m)
         ent[k] = (sqs_send_entry){NULL, its[k]->body.p, its[k]->delay, NULL, 0};
     }
     p->calls++;
+    metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"SendMessageBatch\"", metrics_batch_bounds, metrics_batch_nbounds, (double)m);
     if (sqs_send_batch(p->sqs, p->s->queue_url, ent, m, res, &e) < 0) {
         for (size_t k = 0; k < m; k++)
             snprintf(its[k]->err, sizeof its[k]->err, "%s: %s", e.code[0] ? e.code : "SendMessageBatch", e.message);
@@ -313,6 +317,7 @@ static void flush(pusher *p)
         const item *first = p->batch;
         while (first->done || first->fatal) first++;   /* left > 0: one is still to send */
         log_ev(LOG_WARN, "retrying", "records", log_i64((int64_t)left), "try", log_i64(t), "error", first->err, NULL);
+        metrics_count("delayer_retried_total", "records a stage tries again after a failure", "op=\"push\"", left);
         nap_ms(backoff);
         backoff *= 2;
     }
@@ -321,14 +326,17 @@ static void flush(pusher *p)
         const char *id = it->w.r.id;
         if (it->done) {
             p->pushed++;
+            metrics_count("delayer_pushed_total", "schedules sent to the delay queue", "", 1);
             log_ev(LOG_DEBUG, "pushed", "id", id, "mid", it->mid, "delay_s", log_i64(it->delay), NULL);
             report(p, it, "pushed");
         } else if (it->fatal) {
             p->invalid++;
+            metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
             log_ev(LOG_ERROR, "refused by SQS", "id", id, "error", it->err, NULL);
             report(p, it, "invalid");
         } else {
             p->failed++;
+            metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"push\"", 1);
             log_ev(LOG_ERROR, "push failed", "id", id, "error", it->err, NULL);
             report(p, it, "push_failed");
         }

@@ -48,6 +48,7 @@
 #include "buf.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "sched.h"
 #include "sqs.h"
 #include "stage.h"
@@ -253,6 +254,9 @@ static void emit(updater *u, const peek_t *pk, const outcome *o)
     log_ev(lvl, pk->report, "id", pk->id, "result", o->result,
            "from", o->from >= 0 ? sched_state_name(o->from) : "", "to", o->to >= 0 ? sched_state_name(o->to) : "",
            "error", o->error, NULL);
+    char ml[64];
+    snprintf(ml, sizeof ml, "result=\"%s\"", o->result);
+    metrics_count("delayer_updates_total", "reports applied to the table, by result (applied, unchanged, failed)", ml, 1);
     if (!strcmp(o->result, "applied")) u->n_applied++;
     else if (!strcmp(o->result, "unchanged")) u->n_unchanged++;
     else u->n_failed++;
@@ -424,12 +428,14 @@ static void handle(updater *u, const buf_t *msg)
     sched_wire_init(&w);
     if (peek(msg, &pk, err, sizeof err) < 0) {
         u->n_bad++;
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         log_ev(LOG_ERROR, "bad report", "error", err, NULL);
         return;
     }
     int needs_wire = strcmp(pk.report, "invalid") != 0;
     if (needs_wire && sched_wire_read(msg->p, msg->len, &w, err, sizeof err) < 0) {
         u->n_bad++;
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         log_ev(LOG_ERROR, "bad report", "id", pk.id, "report", pk.report, "error", err, NULL);
     } else {
         outcome o;
