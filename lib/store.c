@@ -1177,7 +1177,7 @@ static void send_body(const sched_rec *r, buf_t *body)
 
 static int delay_seconds(int64_t due, int64_t now)
 {
-    int64_t d = (due - now) / 1000;
+    int64_t d = (due - now - SCHED_DELAY_MARGIN_MS) / 1000;
     return d < 0 ? 0 : d > SQS_DELAY_MAX ? SQS_DELAY_MAX : (int)d;
 }
 

@@ -126,7 +126,7 @@ int store_create(store *s, const sched_rec *r, sched_rec *old);
 int store_put_batch(store *s, sched_rec *const *recs, size_t n, int *ok);
 
 /* Fast track / retry: sends the record's wire form to the delay queue with
- * DelaySeconds = floor((due - now) / 1 s) clamped to 0..900. msg_id may be
+ * DelaySeconds = floor((due - now - SCHED_DELAY_MARGIN_MS) / 1 s) clamped to 0..900. msg_id may be
  * NULL. The payload is left out of the body (nopayload) when it would make
  * the message exceed SQS's size limit. */
 int store_send(store *s, const sched_rec *r, buf_t *msg_id);

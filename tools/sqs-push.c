@@ -4,9 +4,10 @@
  * 10 are there, --linger ms after the first, or at the end of input) and
  * sends them with SendMessageBatch: body = the wire record without stage
  * fields (the payload left out, "nopayload", when the body would exceed
- * SQS's size limit), DelaySeconds = clamp(floor((due - now) / 1 s), 0, 900):
- * rounded DOWN, so the message arrives up to 1 s early and sns-publish holds
- * it to the exact millisecond; never rounded up (late).
+ * SQS's size limit), DelaySeconds = clamp(floor((due - now - 250 ms) / 1 s),
+ * 0, 900) (SCHED_DELAY_MARGIN_MS): rounded DOWN with a margin, so the message
+ * arrives 0.25-1.25 s early and sns-publish holds it to the exact
+ * millisecond; never rounded up (late).
  *
  * For each record it emits one report record to --out for state-update:
  *   "pushed"       SQS accepted it; "mid" = the SQS MessageId
@@ -74,7 +75,7 @@ typedef struct {
 } pusher;
 
 static const stage_opt opts[] = {
-    {"linger", "MS", "send a partial batch this long after its first record [2]"},
+    {"linger", "MS", "send a partial batch this long after its first record [50]"},
     {"prefix", "P", "deployment prefix [$DELAYER_PREFIX or delayer]"},
     {NULL, NULL, NULL}};
 
@@ -99,7 +100,7 @@ static void nap_ms(int64_t ms)
 
 static int delay_seconds(int64_t due, int64_t now)
 {
-    int64_t d = (due - now) / 1000;   /* C truncates toward zero: negative -> clamped */
+    int64_t d = (due - now - SCHED_DELAY_MARGIN_MS) / 1000;   /* truncates toward zero: negative -> clamped */
     return d < 0 ? 0 : d > SQS_DELAY_MAX ? SQS_DELAY_MAX : (int)d;
 }
 
@@ -391,7 +392,10 @@ static int setup(pusher *p, const stage_opts *o)
     char err[512];
     store_conf c;
     const char *v;
-    p->linger_ms = 2;
+    /* 50: the scanner claims one record per UpdateItem (a few ms each), so
+     * 2 ms sent about one record per SendMessageBatch; claims are made a
+     * window (default 15 min) before due, so 50 ms costs no precision. */
+    p->linger_ms = 50;
     if ((v = stage_opt_get(o, "linger"))) {
         char *end;
         long l = strtol(v, &end, 10);
