@@ -8,7 +8,7 @@
 #
 # Two stages: `build` compiles the tools with the Debian 12 toolchain and
 # development packages; the runtime image holds only the binaries, the shared
-# libraries they link (libcurl4, libssl3, libzmq5 and what those depend on),
+# libraries they link (libcurl4, libssl3, libzmq5, libmicrohttpd12 and what those depend on),
 # the CA certificates TLS verification needs, and /bin/sh for the entrypoint.
 # It runs as the unprivileged user `delayer` (uid/gid 10001).
 # tests/sh/test_deploy.sh checks this file's package lists against what the
@@ -17,7 +17,7 @@
 FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      gcc make libc6-dev libcurl4-openssl-dev libssl-dev libzmq3-dev libjsmn-dev \
+      gcc make libc6-dev libcurl4-openssl-dev libssl-dev libzmq3-dev libmicrohttpd-dev libjsmn-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -31,7 +31,7 @@ RUN make -j"$(nproc)" $(for f in tools/*.c; do n=${f#tools/}; echo "bin/${n%.c}"
 FROM debian:12-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libcurl4 libssl3 libzmq5 ca-certificates \
+      libcurl4 libssl3 libzmq5 libmicrohttpd12 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 delayer \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
