@@ -458,22 +458,24 @@ static void commit_lost(item *it, const sched_rec *out)
            NULL);
     COUNT(n_dropped);
     metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
-    metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
     to_tail(it, F_DROP);
 }
 
-/* A won commit: the full content comes back (ALL_OLD) for records sent
- * without their payload. */
+/* A won commit returns the whole record as it was (ALL_OLD). What is
+ * published is that record, not the message body: the table is the truth
+ * (a body sent without its payload gets it back this way, and a body that
+ * was altered on the way but kept its chash publishes nothing of its own).
+ * The body's record goes to out, which the caller frees. */
 static void commit_won(item *it, sched_rec *out)
 {
-    it->from = out->state;
-    it->attempts = out->attempts + 1;
+    sched_rec body = it->w.r;
+    it->w.r = *out;
+    *out = body;
+    it->w.nopayload = !it->w.r.payload;
+    it->from = it->w.r.state;
+    it->attempts = it->w.r.attempts + 1;
     it->t_committed = time_now_ms();
-    if (it->w.nopayload && out->payload) {
-        sched_set_payload(&it->w.r, out->payload, out->psize);
-        it->w.nopayload = 0;
-    }
-    if (out->state == SCHED_PUBLISHED) {
+    if (it->from == SCHED_PUBLISHED) {
         COUNT(n_replayed);
         log_ev(LOG_INFO, "delivery came back after its commit: publishing again", "id", it->w.r.id, "mid", it->w.mid,
                NULL);
@@ -501,7 +503,6 @@ static void *committer_main(void *arg)
         else if (rc == STORE_NOTFOUND) {
             log_ev(LOG_INFO, "dropped", "id", it->w.r.id, "mid", it->w.mid, "why", "the schedule is gone", NULL);
             COUNT(n_dropped);
-            metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
             metrics_count("delayer_dropped_total", "messages dropped: cancelled, duplicate, stale or gone schedules", "", 1);
             to_tail(it, F_DROP);
         } else {
@@ -703,7 +704,6 @@ static void publish(publisher *p, item **b, size_t n)
     int rc = sns_publish_batch(p->sns, b[0]->w.r.topic, ent, n, res, &e);
     COUNT(r_publish);
     metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"PublishBatch\"", metrics_batch_bounds, metrics_batch_nbounds, (double)n);
-    metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"PublishBatch\"", metrics_batch_bounds, metrics_batch_nbounds, (double)n);
     int64_t at_ns = wall_ns();
     for (size_t i = 0; i < n; i++) {
         item *it = b[i];
@@ -712,7 +712,6 @@ static void publish(publisher *p, item **b, size_t n)
         if (rc == 0 && res[i].ok) {
             COUNT(n_published);
             metrics_count("delayer_published_total", "schedules published to SNS", "", 1); metrics_hist("delayer_lateness_ms", "publish time minus due time, ms (early counts as 0)", "", metrics_ms_bounds, metrics_ms_nbounds, it->late_us > 0 ? (double)it->late_us / 1000.0 : 0);
-            metrics_count("delayer_published_total", "schedules published to SNS", "", 1); metrics_hist("delayer_lateness_ms", "publish time minus due time, ms (early counts as 0)", "", metrics_ms_bounds, metrics_ms_nbounds, it->late_us > 0 ? (double)it->late_us / 1000.0 : 0);
             uint64_t l = it->late_us > 0 ? (uint64_t)it->late_us : 0, cur = __atomic_load_n(&P.late_max_us, __ATOMIC_RELAXED);
             while (l > cur && !__atomic_compare_exchange_n(&P.late_max_us, &cur, l, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
             to_tail(it, F_PUBLISHED);
@@ -720,7 +719,6 @@ static void publish(publisher *p, item **b, size_t n)
             if (rc == 0) set_error(it, res[i].code, res[i].message);
             else set_error(it, e.code, e.message);
             COUNT(n_failed);
-            metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"publish\"", 1);
             metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"publish\"", 1);
             to_tail(it, F_FAILED);
         }
@@ -902,8 +900,10 @@ static void flush_deletes(tail *t, int final)
 }
 
 /* ChangeMessageVisibilityBatch, 10 entries a call; its[i] (the item of
- * ent[i]) names the schedule in logs. A failed change only means the
- * message reappears when its current visibility runs out. */
+ * ent[i]) names the message in logs, by its MessageId: extend() passes
+ * items other threads own, whose record (w.r) a committer may be
+ * replacing, while w.mid and w.rh never change. A failed change only
+ * means the message reappears when its current visibility runs out. */
 static void vis_calls(tail *t, const sqs_handle_entry *ent, item *const *its, size_t n)
 {
     aws_entry_result res[SQS_BATCH_MAX];
@@ -917,7 +917,7 @@ static void vis_calls(tail *t, const sqs_handle_entry *ent, item *const *its, si
         }
         for (size_t k = 0; k < m; k++)
             if (!res[k].ok)
-                log_ev(LOG_WARN, "visibility change failed", "id", its[i + k]->w.r.id, "code", res[k].code, "error",
+                log_ev(LOG_WARN, "visibility change failed", "mid", its[i + k]->w.mid, "code", res[k].code, "error",
                        res[k].message, NULL);
     }
 }
@@ -1042,7 +1042,6 @@ static void accept_record(reader *r, const char *line, size_t len)
         log_ev(LOG_ERROR, "input record rejected", "error", err, NULL);
         COUNT(n_rejected);
         metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
-        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         item_free(it);
         return;
     }
@@ -1056,12 +1055,10 @@ static void accept_record(reader *r, const char *line, size_t len)
                it->w.r.id, NULL);
         COUNT(n_rejected);
         metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
-        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         item_free(it);
         return;
     }
     COUNT(n_in);
-    metrics_count("delayer_received_total", "records received and accepted for processing", "", 1);
     metrics_count("delayer_received_total", "records received and accepted for processing", "", 1);
     it->t_arrived = time_now_ms();
     reg_add(it);
@@ -1075,7 +1072,6 @@ static void accept_record(reader *r, const char *line, size_t len)
         it->vis = s > VIS_MAX ? VIS_MAX : (int)s;
         log_ev(LOG_DEBUG, "too early: back to the queue", "id", it->w.r.id, "mid", it->w.mid, "vis", log_i64(it->vis), NULL);
         COUNT(n_deferred);
-        metrics_count("delayer_deferred_total", "messages too early: handed back to the queue", "", 1);
         metrics_count("delayer_deferred_total", "messages too early: handed back to the queue", "", 1);
         to_tail(it, F_RELEASE);
         return;
