@@ -279,7 +279,6 @@ static void hand_over(poller *p, sqs_messages *m, int max)
         G.tail = b;
         G.queued += b->m.n;
         metrics_count("delayer_received_total", "records received and accepted for processing", "", b->m.n); metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"ReceiveMessage\"", metrics_batch_bounds, metrics_batch_nbounds, (double)b->m.n);
-        metrics_count("delayer_received_total", "records received and accepted for processing", "", b->m.n); metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"ReceiveMessage\"", metrics_batch_bounds, metrics_batch_nbounds, (double)b->m.n);
         pthread_cond_signal(&G.got);
     }
     pthread_mutex_unlock(&G.mu);
@@ -452,7 +451,6 @@ static int send_line(drain *d, const char *line, size_t len, const char *mid, in
     if (zpipe_out_send(d->out, line, len, timeout_ms) == 0) {
         d->sent++;
         metrics_count("delayer_sent_total", "records sent downstream", "", 1);
-        metrics_count("delayer_sent_total", "records sent downstream", "", 1);
         return 0;
     }
     if (errno == EAGAIN) return 1;
@@ -488,7 +486,6 @@ static void process(drain *d, const sqs_message *m, buf_t *line)
     char err[512];
     if (build_record(d, m, line, err, sizeof err) < 0) {
         d->invalid++;
-        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         log_ev(LOG_ERROR, "message body is not a schedule record", "mid", m->message_id, "error", err, NULL);
         if (!d->cfg.dead && build_invalid(m, err, line) == 0) send_line(d, line->p, line->len, m->message_id, SEND_TIMEOUT_MS);
