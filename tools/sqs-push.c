@@ -227,6 +227,18 @@ static int take(pusher *p, const buf_t *msg)
         sched_wire_free(&it->w);
         return -1;
     }
+    /* What SNS would refuse (over 256 KiB with the attributes, not UTF-8, a
+     * bad attribute) can never be published: INVALID now, not five refused
+     * publishes later. A nopayload record's payload is in the table, checked
+     * when it was created. */
+    if (!it->w.nopayload && sched_check_message(&it->w.r, err, sizeof err) < 0) {
+        p->invalid++;
+        metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
+        log_ev(LOG_ERROR, "invalid record", "id", it->w.r.id, "error", err, NULL);
+        report_invalid(p, it->w.r.id, err);
+        sched_wire_free(&it->w);
+        return -1;
+    }
     line_str(msg->p, msg->len, "from", it->from, sizeof it->from);
     /* The SQS body: the record without stage fields. */
     sched_wire body;
