@@ -36,7 +36,8 @@
  *               the reports, and the visibility extension below.
  *
  * Outcomes of the commit (the conditional write decides, not this process):
- *   won (was ENQUEUED)                  publish at due
+ *   won (was ENQUEUED)                  publish at due what the commit
+ *                                       returned (the table's record)
  *   won (was PUBLISHED, same pub_msg)   the same delivery came back after a
  *                                       crash between commit and publish:
  *                                       publish again (at least once)

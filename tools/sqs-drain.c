@@ -344,8 +344,9 @@ typedef struct {
 } drain;
 
 /* The wire record of a delay-queue message, or a "dead" report for a
- * dead-letter one, into line. 0 ok; -1 when the body is not a wire record
- * (err says why). */
+ * dead-letter one, into line. 0 ok; -1 when the body is not a wire record,
+ * -2 when it is a report (a stage's output sent to the wrong place: the
+ * schedule it names is not at fault); err says why. */
 static int build_record(drain *d, const sqs_message *m, buf_t *line, char *err, size_t errlen)
 {
     sched_wire w;
@@ -354,7 +355,7 @@ static int build_record(drain *d, const sqs_message *m, buf_t *line, char *err, 
     if (w.report) {
         snprintf(err, errlen, "report: a report record is not a schedule");
         sched_wire_free(&w);
-        return -1;
+        return -2;
     }
     free(w.mid);
     free(w.rh);
@@ -484,15 +485,17 @@ static void downstream_ok(drain *d)
 static void process(drain *d, const sqs_message *m, buf_t *line)
 {
     char err[512];
-    if (build_record(d, m, line, err, sizeof err) < 0) {
+    int rc = build_record(d, m, line, err, sizeof err);
+    if (rc < 0) {
         d->invalid++;
         metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         log_ev(LOG_ERROR, "message body is not a schedule record", "mid", m->message_id, "error", err, NULL);
-        if (!d->cfg.dead && build_invalid(m, err, line) == 0) send_line(d, line->p, line->len, m->message_id, SEND_TIMEOUT_MS);
+        if (rc == -1 && !d->cfg.dead && build_invalid(m, err, line) == 0)
+            send_line(d, line->p, line->len, m->message_id, SEND_TIMEOUT_MS);
         if (d->cfg.dead) hide(d, m);
         return;
     }
-    int rc = d->nh ? 1 : send_line(d, line->p, line->len, m->message_id, SEND_TIMEOUT_MS);
+    rc = d->nh ? 1 : send_line(d, line->p, line->len, m->message_id, SEND_TIMEOUT_MS);
     if (rc == 1) hold(d, m, line);
     if (rc == 0 && d->probing) downstream_ok(d);
 }
