@@ -15,7 +15,12 @@
  * a duplicate). What sqs-drain holds is protected by the queue's visibility
  * timeout: killed at any moment, its messages reappear and another instance
  * takes them. On SIGTERM it hands back what it holds at once
- * (ChangeMessageVisibility 0).
+ * (ChangeMessageVisibility 0). A long poll cannot be interrupted (libcurl):
+ * the stop waits STOP_GRACE_MS for receives in flight (a busy queue answers
+ * at once: those messages are handed back too), then exits without the
+ * ones still polling an idle queue. Should such a poll still catch a
+ * message as the process exits, SQS shows it again after its visibility
+ * timeout: late, never lost.
  *
  * Concurrency (--concurrency N, default 2). N poller threads, each with its
  * own SQS client (an aws_client is not thread-safe). Poller 0 long-polls
@@ -78,7 +83,7 @@
 #define SEND_TIMEOUT_MS 500     /* one send to a slow downstream */
 #define RETRY_MS        200     /* held messages are retried this often */
 #define PROBE_PAUSE_MS  2000    /* pause after handing held messages back */
-#define STOP_GRACE_MS   3000    /* how long a stop waits for pollers in a long poll */
+#define STOP_GRACE_MS   1500    /* how long a stop waits for pollers in a long poll */
 #define VIS_MAX         43200   /* SQS's longest visibility timeout, s */
 #define DEAD_VIS_S      300     /* dead-letter messages come back after this, s */
 
