@@ -90,6 +90,8 @@ typedef struct {
     size_t nsh;
     int blocked;        /* downstream refused a record: no more claims this tick */
     int fatal;          /* stdout's reader is gone: stop the process */
+    int64_t recovery_ms;    /* time the recovery passes may take per tick (0: no limit, --once) */
+    int64_t recovery_until; /* mono ms: this tick's recovery passes stop starting Queries */
     tick_stats t;
 } scanner;
 
@@ -413,11 +415,15 @@ static void recovery_pass(scanner *sc, shard_st *st, int64_t now)
 {
     int64_t last = floor_div(now - sc->s->conf.grace_ms, MINUTE_MS);
     int64_t complete = floor_div(now - sc->s->conf.grace_ms - LAG_MS, MINUTE_MS) - 1;
-    int ok = 1;
+    int ok = 1, n = 0;
     for (int64_t m = next_minute(st, st->ckpt, last); m >= 0 && ok; m = next_minute(st, m + 1, last)) {
         store_due_rows rows = {0};
         int64_t stop_due;
-        if (stage_should_stop() || sc->blocked || query(sc, m, st->shard, INT64_MIN, INT64_MAX, &rows) < 0) {
+        /* Over budget (a long catch-up, a slow or throttling DynamoDB): the
+         * rest next tick, so the main pass keeps claiming what comes due.
+         * One minute per shard and tick at least: every shard progresses. */
+        if (stage_should_stop() || sc->blocked || (n++ > 0 && time_mono_ms() > sc->recovery_until) ||
+            query(sc, m, st->shard, INT64_MIN, INT64_MAX, &rows) < 0) {
             ok = 0;
         } else {
             pend_set(st, m, rows.n > 0);   /* minutes after `complete` are read anyway */
@@ -449,6 +455,7 @@ static void tick(scanner *sc)
     memset(&sc->t, 0, sizeof sc->t);
     sc->blocked = sc->held.has && !held_retry(sc);
     for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) main_pass(sc, &sc->sh[i], now);
+    sc->recovery_until = sc->recovery_ms ? time_mono_ms() + sc->recovery_ms : INT64_MAX;
     for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) recovery_pass(sc, &sc->sh[i], now);
     log_tick(sc, started);
 }
@@ -541,6 +548,7 @@ int main(int argc, char **argv)
     }
     log_ev(LOG_INFO, "scanning", "shards", log_i64((int64_t)sc.nsh), "of", log_i64(sc.s->conf.shards),
            "window_ms", log_i64(sc.s->conf.window_ms), "grace_ms", log_i64(sc.s->conf.grace_ms), NULL);
+    sc.recovery_ms = so.once ? 0 : max64(so.tick_ms, 1000);
     stage_ready(&o);
     while (!stage_should_stop() && !sc.fatal) {
         int64_t next = time_mono_ms() + so.tick_ms;
