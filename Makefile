@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNITS     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LIBA      := $(BUILD)/libdelayer.a
 
-.PHONY: all setup test check sanitize demo run clean install bench bench-smoke fuzz fuzz-build fuzz-smoke
+.PHONY: all setup test check sanitize demo run clean install bench bench-smoke fuzz fuzz-build fuzz-smoke soak
 all: $(TOOLS) $(UNITS)
 
 $(BUILD)/lib/%.o: lib/%.c $(wildcard lib/*.h)
@@ -68,6 +68,25 @@ check: test
 sanitize: setup
 	$(MAKE) SAN=1 BUILD=build-san BIN=build-san/bin OPT=-O1 all
 	@DELAYER_BIN=build-san/bin DELAYER_UNIT=build-san/tests tests/run
+
+# The long variants of the reliability suites (docs/reliability.md): crash
+# chaos with 5,000 schedules over 3 minutes and 3 pause rounds, 2,000
+# schedules through each server fault with a 30 s outage. About 15 minutes.
+# Override any number: make soak CHAOS_N=10000. The measured numbers are
+# collected in $(SOAK_REPORT).
+CHAOS_N       ?= 5000
+CHAOS_SECONDS ?= 180
+CHAOS_PAUSES  ?= 3
+FAULTS_N      ?= 2000
+FAULTS_OUTAGE ?= 30
+SOAK_REPORT   ?= $(BUILD)/soak-report.txt
+soak: setup all
+	@mkdir -p $(dir $(SOAK_REPORT)); : >$(SOAK_REPORT); rc=0; \
+	for s in test_chaos test_faults test_bad_input; do \
+	  CHAOS_N=$(CHAOS_N) CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_PAUSES=$(CHAOS_PAUSES) \
+	  FAULTS_N=$(FAULTS_N) FAULTS_OUTAGE=$(FAULTS_OUTAGE) CHAOS_REPORT=$(abspath $(SOAK_REPORT)) \
+	  KEEP_LOGS=1 TESTS=$$s tests/run || rc=1; \
+	done; echo "--- $(SOAK_REPORT):"; cat $(SOAK_REPORT); exit $$rc
 
 # The main job: local stack, pipeline, demo schedules.
 demo run: setup all
