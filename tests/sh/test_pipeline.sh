@@ -21,12 +21,13 @@ oneTimeTearDown() {
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
 
-# A deployment with a 5 s window (most schedules go through the state table)
-# and a pipeline from local.conf, edited by the sed expression in $1.
+# A deployment with a 5 s window (most schedules go through the state table;
+# $2 sets another) and a pipeline from local.conf, edited by the sed
+# expression in $1.
 pipeline_up() {
   PFX=$(new_prefix)
   export DELAYER_PREFIX=$PFX
-  DELAYER_WINDOW=5s D init --topic t >/dev/null || fail "init"
+  DELAYER_WINDOW=${2:-5s} D init --topic t >/dev/null || fail "init"
   CONF="$WORK/$PFX.conf"
   RUN="$WORK/run-$PFX"
   sed -e "${1:-s/^//}" "$REPO/pipelines/local.conf" >"$CONF"
@@ -123,22 +124,23 @@ test_thousand_schedules_two_instances_of_every_stage() {
 }
 
 test_cancelled_schedules_never_arrive() {
-  pipeline_up
+  # a 20 s window leaves time for 150 cancels even on a loaded machine
+  pipeline_up "" 20s
   # 50 fast-tracked (ENQUEUED in SQS), 50 claimed by the scanner (ENQUEUED),
   # 50 still NEW, and 50 kept: only the kept ones may arrive.
   python3 -c 'import json,time
 now=time.time()*1000
-for i in range(50): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+4000+20*i),"topic":"t","payload":"x"}))
-for i in range(50): print(json.dumps({"id":"scan-%02d"%i,"at":int(now+9000+20*i),"topic":"t","payload":"x"}))
-for i in range(50): print(json.dumps({"id":"new-%02d"%i,"at":int(now+40000+20*i),"topic":"t","payload":"x"}))
-for i in range(50): print(json.dumps({"id":"keep-%02d"%i,"at":int(now+12000+20*i),"topic":"t","payload":"x"}))' >"$WORK/c.ndjson"
+for i in range(50): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+15000+20*i),"topic":"t","payload":"x"}))
+for i in range(50): print(json.dumps({"id":"scan-%02d"%i,"at":int(now+26000+20*i),"topic":"t","payload":"x"}))
+for i in range(50): print(json.dumps({"id":"new-%02d"%i,"at":int(now+90000+20*i),"topic":"t","payload":"x"}))
+for i in range(50): print(json.dumps({"id":"keep-%02d"%i,"at":int(now+30000+20*i),"topic":"t","payload":"x"}))' >"$WORK/c.ndjson"
   watch_start 50 60s
   D import <"$WORK/c.ndjson" >/dev/null || fail "import"
   local id st ok=0
   for i in $(seq -f %02g 0 49); do D cancel "fast-$i" >/dev/null && ok=$((ok + 1)); done
   for i in $(seq -f %02g 0 49); do D cancel "new-$i" >/dev/null && ok=$((ok + 1)); done
   # wait until the scanner has claimed the scan-* ones, then cancel them
-  for _ in $(seq 40); do
+  for _ in $(seq 80); do
     st=$(json_field "$(D get scan-49)" state)
     [ "$st" = ENQUEUED ] && break
     sleep 0.25
