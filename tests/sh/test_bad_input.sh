@@ -93,7 +93,7 @@ claim_of() { # claim_of ID
 # a genuine record for sns-publish: a fast-tracked schedule as sqs-drain hands it on
 drained_of() { # drained_of ID
   D schedule --id "$1" --in 2s --topic t --payload "good $1" >/dev/null
-  timeout -s TERM 8 "$BIN/sqs-drain" --wait 1 --out - 2>/dev/null | grep -m1 "\"id\":\"$1\""
+  timeout -s TERM 5 "$BIN/sqs-drain" --wait 1 --out - 2>/dev/null | grep -m1 "\"id\":\"$1\""
 }
 
 # zmq_run TOOL INPUT_FILE OUT ERR ARGS...: the tool on @ipc, the input sent
@@ -216,7 +216,7 @@ test_sqs_drain_bad_messages() {
       "$BIN/aws-call" sqs SendMessage - >/dev/null 2>&1 # SQS itself refuses some bytes
   done
   D schedule --id dr-good --in 2s --topic t --payload x >/dev/null
-  timeout -s TERM 8 "$BIN/sqs-drain" --wait 1 --out - >"$WORK/dr.out" 2>"$WORK/dr.err"
+  timeout -s TERM 5 "$BIN/sqs-drain" --wait 1 --out - >"$WORK/dr.out" 2>"$WORK/dr.err"
   assertEquals "sqs-drain ran until stopped" 124 $?
   grep -q '"id":"dr-good"' "$WORK/dr.out" || fail "good message not drained"
   assertTrue "bodies rejected with an error line" "[ $(grep -c 'level=error.*msg="message body is not a schedule record"' "$WORK/dr.err") -ge 3 ]"

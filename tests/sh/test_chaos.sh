@@ -5,15 +5,15 @@
 # lease grace and the SQS visibility timeout and cancels happen meanwhile.
 # Checked from outside: what arrives on a queue subscribed to the topic
 # (delayer watch --json) and what the table says.
-#   CHAOS_N        schedules in the kill run (600; `make soak`: 5000)
-#   CHAOS_SECONDS  the span of their due times, s (40; soak: 180)
+#   CHAOS_N        schedules in the kill run (500; `make soak`: 5000)
+#   CHAOS_SECONDS  the span of their due times, s (30; soak: 180)
 #   CHAOS_PAUSES   pause rounds (1; soak: 3)
 . "$(dirname "$0")/../lib/stack.sh"
 . "$(dirname "$0")/../lib/cli.sh"
 . "$(dirname "$0")/../lib/chaos.sh"
 
-N=${CHAOS_N:-600}
-SECS=${CHAOS_SECONDS:-40}
+N=${CHAOS_N:-500}
+SECS=${CHAOS_SECONDS:-30}
 PAUSES=${CHAOS_PAUSES:-1}
 
 oneTimeSetUp() {

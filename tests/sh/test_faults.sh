@@ -5,15 +5,15 @@
 # errors and 500/503s, and delaying others. Everything is still delivered,
 # never early, and the stages do not busy-loop while the servers are gone.
 # Runs its own private stack (it restarts a server).
-#   FAULTS_N        schedules per test (300; soak: 2000)
-#   FAULTS_OUTAGE   seconds of the outage (20; soak: 30)
+#   FAULTS_N        schedules per test (200; soak: 2000)
+#   FAULTS_OUTAGE   seconds of the outage (15; soak: 30)
 #   FAULTS_P        share of requests answered with a fault (0.2)
 . "$(dirname "$0")/../lib/stack.sh"
 . "$(dirname "$0")/../lib/cli.sh"
 . "$(dirname "$0")/../lib/chaos.sh"
 
-N=${FAULTS_N:-300}
-OUTAGE=${FAULTS_OUTAGE:-20}
+N=${FAULTS_N:-200}
+OUTAGE=${FAULTS_OUTAGE:-15}
 PF=${FAULTS_P:-0.2}
 
 oneTimeSetUp() {
@@ -67,9 +67,9 @@ deliver_and_check() {
 test_dynamodb_restart_mid_run() {
   rel_up 's/^//' || return
   rel_watch
-  rel_schedules "$N" 4 30 ddbr >"$WORK/ddbr.ndjson"
+  rel_schedules "$N" 4 16 ddbr >"$WORK/ddbr.ndjson"
   rel_import "$WORK/ddbr.ndjson"
-  sleep 8
+  sleep 6
   local pid t0 t1
   pid=$(cat "$STACK_DIR/ddb.pid")
   t0=$(date +%s%N)
@@ -90,7 +90,7 @@ test_cut_off_from_the_servers() {
   via_proxy
   rel_up 's/^//' "${VIA_PROXY[@]}" || return
   rel_watch
-  rel_schedules "$N" 4 $((OUTAGE + 25)) cut >"$WORK/cut.ndjson"
+  rel_schedules "$N" 4 $((OUTAGE + 15)) cut >"$WORK/cut.ndjson"
   rel_import "$WORK/cut.ndjson"
   sleep 5
   local c0 c1 r0 r1 hz ms
@@ -125,7 +125,7 @@ test_throttling_and_5xx_proxy() {
   done
   rel_up "$sx" "${VIA_PROXY[@]}" || return
   rel_watch
-  rel_schedules "$N" 4 30 thr >"$WORK/thr.ndjson"
+  rel_schedules "$N" 4 15 thr >"$WORK/thr.ndjson"
   rel_import "$WORK/thr.ndjson"
   local t0 c0 c1 secs ms
   t0=$(date +%s); c0=$(rel_cpu_ticks)
