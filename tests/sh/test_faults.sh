@@ -150,7 +150,7 @@ test_throttling_and_5xx_proxy() {
   assertTrue "the stages retried ($retries)" "[ $retries -gt 0 ]"
   # faults cost retries, not minutes: a throttled catch-up must not starve
   # the claims (ddb-scan-due's recovery budget)
-  assertTrue "p99 lateness under 30 s ($P99 ms)" "[ $P99 -lt 30000 ]"
+  assertTrue "p99 lateness under 45 s ($P99 ms)" "[ $P99 -lt 45000 ]"
   assertTrue "no busy loop (${ms} ms CPU in ${secs}s)" "[ $ms -lt $(( secs * 500 )) ]"
   echo "faults_proxy schedules=$N p=$PF injected=$faults retries=$retries dups=$DUPS lost=$LOST early=$EARLY max_late_ms=$MAX" >>"${CHAOS_REPORT:-/dev/null}"
   rel_down; RUN=
