@@ -81,7 +81,7 @@ PY
 }
 
 # rel_check WANT_IDS [FORBIDDEN_IDS]: prints a summary; sets LOST EARLY DUPS
-# FORBIDDEN (arrivals of forbidden ids) UNEXPECTED.
+# FORBIDDEN (arrivals of forbidden ids) UNEXPECTED, and RESULT (the summary line).
 rel_check() {
   local out
   out=$(python3 - "$WATCH_OUT" "$1" "${2:-/dev/null}" <<'PY'
@@ -114,7 +114,7 @@ PY
 # rel_state_counts: "STATE=n ..." from `list --count` (the by_state index),
 # then checks `stats --recount` agrees with it.
 rel_states_agree() {
-  local s n m ok=0
+  local s n m
   D stats --recount >/dev/null || fail "stats --recount"
   for s in NEW ENQUEUED PUBLISHED CANCELLED FAILED INVALID; do
     n=$(D list --state "$s" --count)
@@ -139,8 +139,8 @@ rel_pids() {
 
 # rel_cpu_ticks: utime+stime (clock ticks) summed over the live instances.
 rel_cpu_ticks() {
-  local name pid t=0 v
-  while read -r name pid; do
+  local pid t=0 v
+  while read -r _ pid; do
     v=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')
     t=$((t + ${v:-0}))
   done < <(rel_pids)

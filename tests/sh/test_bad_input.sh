@@ -118,7 +118,7 @@ zmq_stop() {
 }
 
 sqs_push_case() { # MODE
-  local tag="sp$1" good big
+  local tag="sp$1" good
   existing "$tag"
   corpus "$tag" >"$WORK/$tag.in"
   good=$(claim_of "$tag-good")
