@@ -85,6 +85,8 @@ PY
 
 stats_of() { D stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d.get("states", d); print(s.get(sys.argv[1], 0) if isinstance(s, dict) else [x for x in s if x.get("state")==sys.argv[1]][0]["count"])' "$1"; }
 
+# 1,020 schedules: 20 fast-tracked, 1,000 spread over PIPELINE_SPREAD seconds
+# (default 60; make sanitize uses 20).
 run_thousand() {
   watch_start 1020 150s
   # 20 due within the window (fast track: straight into the SQS delay queue),
@@ -92,7 +94,7 @@ run_thousand() {
   python3 -c 'import json,time
 now=time.time()*1000
 for i in range(20): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+3000+100*i),"topic":"t","payload":"fast %d"%i}))' >"$WORK/in.ndjson"
-  make_schedules 1000 10 70 >>"$WORK/in.ndjson"
+  make_schedules 1000 10 $((10 + ${PIPELINE_SPREAD:-60})) >>"$WORK/in.ndjson"
   D import --ids <"$WORK/in.ndjson" >"$WORK/import.out" || fail "import"
   grep -P "\t" "$WORK/import.out" | cut -f2 >"$WORK/ids"
   assertEquals "imported" 1020 "$(wc -l <"$WORK/ids")"
@@ -108,7 +110,7 @@ for i in range(20): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+3000+100*i
   assertEquals "nothing left waiting" 0 "$(( $(stats_of NEW) + $(stats_of ENQUEUED) ))"
 }
 
-test_thousand_schedules_over_60s_one_instance_each() {
+test_thousand_schedules_spread_over_60s_one_instance_each() {
   pipeline_up
   run_thousand
   pipeline_down
