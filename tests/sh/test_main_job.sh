@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's first command (`make demo`) from a fresh clone: installs what
+# The README's first command (`scripts/setup && make demo`) from a fresh clone: installs what
 # is missing, builds, starts its own local stack and the pipeline, and shows
 # the demo schedules arriving on time. Then `scripts/demo stop`.
 . "$(dirname "$0")/../lib/stack.sh"
@@ -28,7 +28,7 @@ test_make_demo_from_a_fresh_clone() {
   out=$(cd "$WORK/clone" && env -u AWS_ENDPOINT_URL_DYNAMODB -u AWS_ENDPOINT_URL_SQS -u AWS_ENDPOINT_URL_SNS \
         -u DELAYER_BIN -u DELAYER_STACK_READY \
         LOCAL_AWS_DIR="$WORK/la" LOCAL_AWS_DDB_PORT="$(free_port)" LOCAL_AWS_SQS_PORT="$(free_port)" \
-        DELAYER_RUN_DIR="$WORK/run" DELAYER_PREFIX="$(new_prefix)" make demo 2>&1)
+        DELAYER_RUN_DIR="$WORK/run" DELAYER_PREFIX="$(new_prefix)" bash -c "scripts/setup && make demo" 2>&1)
   rc=$?
   assertEquals "make demo exit status; output tail: $(echo "$out" | tail -5)" 0 "$rc"
   local arrivals
