@@ -188,6 +188,53 @@ test_publish_that_keeps_failing_ends_failed_via_the_dead_letter_queue() {
   pipeline_down
 }
 
+# Another team's service writes a schedule with the aws CLI, in the item format
+# of docs/schema.md ("Writing schedules from another service"), and the
+# pipeline fires it.
+test_schedule_written_by_the_aws_cli_is_fired() {
+  pipeline_up
+  local arn item
+  arn=$("$BIN/aws-call" sns CreateTopic "Name=$PFX-t" | sed -n 's:.*<TopicArn>\(.*\)</TopicArn>.*:\1:p')
+  item="$WORK/item.json"
+  python3 - "$arn" "$item" <<'PY'
+import hashlib, json, struct, sys, time
+arn, out = sys.argv[1], sys.argv[2]
+id_, payload, attrs = "from-aws-cli-1", "written by another service", {"team": "billing"}
+now = int(time.time() * 1000)
+due = now + 12000                      # beyond the 5 s window: the scanner claims it
+shards = 8                             # the deployment's config item says so
+h = 0x811c9dc5                         # FNV-1a 32-bit of the id bytes
+for b in id_.encode():
+    h = ((h ^ b) * 0x01000193) & 0xffffffff
+def field(x):
+    x = x.encode() if isinstance(x, str) else x
+    return struct.pack(">Q", len(x)) + x
+enc = field("delayer-chash-v1") + field(str(due)) + field(arn) + field(payload) + field(str(len(attrs)))
+for k in sorted(attrs):
+    enc += field(k) + field(attrs[k])
+iso = lambda ms: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+item = {
+    "id": {"S": id_}, "state": {"S": "NEW"}, "due": {"N": str(due)}, "topic": {"S": arn},
+    "payload": {"S": payload}, "psize": {"N": str(len(payload.encode()))},
+    "attrs": {"M": {k: {"S": v} for k, v in attrs.items()}},
+    "chash": {"S": hashlib.sha256(enc).hexdigest()},
+    "created": {"N": str(now)}, "updated": {"N": str(now)}, "attempts": {"N": "0"},
+    "due_pk": {"S": "%d#%d" % (due // 60000, h % shards)}, "due_sk": {"S": "%013d#%s" % (due, id_)},
+    "st_pk": {"S": "NEW#" + iso(now)[:7]}, "st_sk": {"S": iso(now) + "#" + id_},
+}
+json.dump(item, open(out, "w"))
+PY
+  watch_start 1 40s
+  aws --endpoint-url "$AWS_ENDPOINT_URL_DYNAMODB" dynamodb put-item --table-name "$PFX-schedules" \
+    --item "file://$item" --condition-expression 'attribute_not_exists(id)' || fail "aws put-item"
+  wait "$WATCH_PID"
+  assertEquals "watch saw it" 0 $?
+  assertEquals "the aws-written schedule arrived" from-aws-cli-1 "$(json_field "$(head -1 "$WATCH_OUT")" id)"
+  assertTrue "not early" "[ $(json_field "$(head -1 "$WATCH_OUT")" late_ms) -ge 0 ]"
+  assertEquals "its state" PUBLISHED "$(json_field "$(D get from-aws-cli-1)" state)"
+  pipeline_down
+}
+
 # The README's shell-pipeline example, run exactly as written there.
 test_readme_shell_pipeline_example() {
   local script="$WORK/readme-example.sh"
