@@ -107,7 +107,7 @@ $(BUILD)/bench/bench-%: bench/%.c $(LIBA)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
 
 # The benchmark (docs: README "Performance"): 15-20 min; BENCH_QUICK=1 for a
-# shorter run; bench-smoke is a ~20 s run that only checks the bench works.
+# shorter run; bench-smoke is a ~30 s run that only checks the bench works.
 bench: setup all $(BENCH_TOOLS)
 	@bench/run
 
