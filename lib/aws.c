@@ -528,26 +528,11 @@ static const char *aws_req_op(const aws_req *r, size_t *len)
     return op;
 }
 
-/* Counts the attempt per operation (reqstat.h): the X-Amz-Target after its
- * '.', or the query protocol's Action (the form's first parameter). */
+/* Counts the attempt per operation (reqstat.h). */
 static void aws_count_request(const aws_client *c, const aws_req *r)
 {
-    const char *op = "?";
-    size_t n = 1;
-    if (r->target) {
-        const char *dot = strrchr(r->target, '.');
-        op = dot ? dot + 1 : r->target;
-        n = strlen(op);
-    } else if (r->len > 7 && strncmp(r->body, "Action=", 7) == 0) {
-        op = r->body + 7;
-        n = strcspn(op, "&");
-    } else if (r->len > 0) {
-        const char *a = strstr(r->body, "&Action=");
-        if (a) {
-            op = a + 8;
-            n = strcspn(op, "&");
-        }
-    }
+    size_t n;
+    const char *op = aws_req_op(r, &n);
     reqstat_request(c->service, op, n);
 }
 
