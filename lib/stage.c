@@ -98,21 +98,36 @@ static long parse_long(const char *s, long lo, long hi)
     return v;
 }
 
+/* The first SIGTERM/SIGINT asks for a clean stop. A second one ends the
+ * process at once, but only if it comes more than a second later: `timeout`,
+ * shells and some supervisors signal the process and then its whole group,
+ * so one stop request often arrives twice within microseconds. */
+static volatile sig_atomic_t stop_first_s;   /* CLOCK_MONOTONIC seconds + 1, 0: none yet */
+
 static void on_stop_signal(int sig)
 {
-    (void)sig;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);   /* async-signal-safe */
     zpipe_interrupt();
+    if (stop_first_s == 0) {
+        stop_first_s = (sig_atomic_t)(now.tv_sec + 1);
+        return;
+    }
+    if (now.tv_sec + 1 - stop_first_s >= 2) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
 }
 
 static void install_signals(void)
 {
     struct sigaction sa;
+    stop_first_s = 0;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
-    /* No SA_RESTART: a blocking call returns EINTR and sees the stop.
-     * SA_RESETHAND: a second signal is not caught (hard stop). */
-    sa.sa_flags = SA_RESETHAND;
+    /* No SA_RESTART: a blocking call returns EINTR and sees the stop. */
+    sa.sa_flags = 0;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
