@@ -8,7 +8,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -658,6 +660,155 @@ static void test_sqs_batch_and_receive(void)
     buf_free(&log);
 }
 
+/* ---- AWS_CA_BUNDLE ------------------------------------------------------------ */
+
+/* An unreadable bundle is named at client creation (for https endpoints;
+ * plain http to loopback never reads it). */
+static void test_ca_bundle_unreadable(void)
+{
+    char err[256] = "";
+    setenv("AWS_CA_BUNDLE", "/nonexistent/ca-bundle.pem", 1);
+    setenv("AWS_ENDPOINT_URL_DYNAMODB", "https://127.0.0.1:1", 1);
+    CHECK(aws_client_new("dynamodb", err, sizeof err) == NULL);
+    CHECK(strstr(err, "AWS_CA_BUNDLE /nonexistent/ca-bundle.pem cannot be read") != NULL);
+    setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:1", 1);
+    aws_client *c = aws_client_new("dynamodb", err, sizeof err);
+    CHECK(c != NULL);
+    aws_client_free(c);
+    unsetenv("AWS_CA_BUNDLE");
+}
+
+static char ca_dir[64];
+
+static int ca_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(p);
+}
+
+/* A self-signed certificate for 127.0.0.1 in ca_dir/NAME.pem (key NAME.key),
+ * by the openssl command. -1 if that failed. */
+static int make_cert(const char *name)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout %s/%s.key -out %s/%s.pem -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1", ca_dir, name, ca_dir, name);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A forked HTTPS server on 127.0.0.1 with ca_dir/server.pem: answers every
+ * request with 200 "{}" and closes. */
+static void tls_child(int ls)
+{
+    char cert[128], key[128];
+    snprintf(cert, sizeof cert, "%s/server.pem", ca_dir);
+    snprintf(key, sizeof key, "%s/server.key", ca_dir);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) _exit(1);
+    alarm(30);
+    for (;;) {
+        int fd = accept(ls, NULL, NULL);
+        if (fd < 0) _exit(1);
+        SSL *ssl = SSL_new(ctx);
+        SSL_set_fd(ssl, fd);
+        if (SSL_accept(ssl) == 1) {
+            char req[8192];
+            size_t n = 0, want = 0;
+            while (n < sizeof req - 1) {
+                int r = SSL_read(ssl, req + n, (int)(sizeof req - 1 - n));
+                if (r <= 0) break;
+                n += (size_t)r;
+                req[n] = '\0';
+                char *end = strstr(req, "\r\n\r\n");
+                if (end && !want) {
+                    const char *cl = strcasestr(req, "\r\ncontent-length:");
+                    want = (size_t)(end + 4 - req) + (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+                }
+                if (want && n >= want) break;
+            }
+            static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+                                     "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+            SSL_write(ssl, ok, (int)sizeof ok - 1);
+            SSL_shutdown(ssl);
+        }
+        SSL_free(ssl);
+        close(fd);
+    }
+}
+
+/* One DynamoDB call to the TLS server; 0 when it got its 200. */
+static int tls_call(int port, aws_err *e, char *err, size_t errlen)
+{
+    char ep[64];
+    snprintf(ep, sizeof ep, "https://127.0.0.1:%d", port);
+    setenv("AWS_ENDPOINT_URL_DYNAMODB", ep, 1);
+    memset(e, 0, sizeof *e);
+    aws_client *c = aws_client_new("dynamodb", err, errlen);
+    if (!c) return -2;
+    aws_client_set_max_attempts(c, 1);
+    int rc = aws_json_call(c, "DynamoDB_20120810.ListTables", "{}", 2, NULL, e);
+    aws_client_free(c);
+    return rc;
+}
+
+/* With AWS_CA_BUNDLE naming the server's self-signed certificate the TLS
+ * handshake succeeds; without it, or with another certificate, it fails
+ * with a certificate error (verification stays on). */
+static void test_ca_bundle_tls(void)
+{
+    snprintf(ca_dir, sizeof ca_dir, "/tmp/test_aws.XXXXXX");
+    if (!mkdtemp(ca_dir)) { CHECK(0); return; }
+    if (make_cert("server") < 0 || make_cert("other") < 0) {
+        printf("# skip: the openssl command could not make a certificate\n");
+        nftw(ca_dir, ca_rm, 8, FTW_DEPTH | FTW_PHYS);
+        return;
+    }
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t al = sizeof a;
+    if (bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 8) < 0 ||
+        getsockname(ls, (struct sockaddr *)&a, &al) < 0) { CHECK(0); close(ls); return; }
+    int port = ntohs(a.sin_port);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) tls_child(ls);
+    close(ls);
+
+    char err[256] = "", path[128];
+    aws_err e;
+    unsetenv("AWS_CA_BUNDLE");
+    CHECK_INT(tls_call(port, &e, err, sizeof err), -1);
+    CHECK_INT(e.http_status, 0);
+    CHECK(strstr(e.message, "certificate") != NULL);
+
+    snprintf(path, sizeof path, "%s/other.pem", ca_dir);
+    setenv("AWS_CA_BUNDLE", path, 1);
+    CHECK_INT(tls_call(port, &e, err, sizeof err), -1);
+    CHECK(strstr(e.message, "certificate") != NULL);
+
+    snprintf(path, sizeof path, "%s/server.pem", ca_dir);
+    setenv("AWS_CA_BUNDLE", path, 1);
+    int rc = tls_call(port, &e, err, sizeof err);
+    CHECK_INT(rc, 0);
+    if (rc) printf("# %s%s\n", err, e.message);
+    CHECK_INT(e.http_status, 200);
+
+    /* readable but not PEM: the error names the variable */
+    snprintf(path, sizeof path, "%s/server.key.txt", ca_dir);
+    FILE *f = fopen(path, "w");
+    if (f) { fputs("not a certificate\n", f); fclose(f); }
+    setenv("AWS_CA_BUNDLE", path, 1);
+    CHECK_INT(tls_call(port, &e, err, sizeof err), -1);
+    CHECK(strstr(e.message, "AWS_CA_BUNDLE") != NULL);
+
+    unsetenv("AWS_CA_BUNDLE");
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    nftw(ca_dir, ca_rm, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Before any test: dummy credentials, no profile files, no IMDS probing. */
 __attribute__((constructor)) static void setup_env(void)
 {
@@ -666,6 +817,7 @@ __attribute__((constructor)) static void setup_env(void)
     unsetenv("AWS_SESSION_TOKEN");
     unsetenv("AWS_PROFILE");
     unsetenv("AWS_ENDPOINT_URL");
+    unsetenv("AWS_CA_BUNDLE");
     unsetenv("DELAYER_AWS_MAX_ATTEMPTS");
     setenv("AWS_REGION", "us-east-1", 1);
     setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
@@ -680,4 +832,5 @@ T_MAIN(T(test_form_add), T(test_parse_error_json), T(test_parse_error_xml),
        T(test_env_max_attempts), T(test_connection_refused_is_retried), T(test_timeout_is_retried),
        T(test_error_message_never_has_credentials), T(test_large_body_no_expect),
        T(test_sqs_query_error_header), T(test_sns_query_retry_and_publish),
-       T(test_sns_publish_batch_results), T(test_sqs_batch_and_receive))
+       T(test_sns_publish_batch_results), T(test_sqs_batch_and_receive), T(test_ca_bundle_unreadable),
+       T(test_ca_bundle_tls))

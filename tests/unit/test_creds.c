@@ -80,6 +80,8 @@ static void clear_env(void)
         "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS",
         "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_MY_SERVICE",
         "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_DEFAULT_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME", "AWS_ENDPOINT_URL_STS",
+        "AWS_CA_BUNDLE",
     };
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
     setenv("HOME", tmpdir(), 1);
@@ -124,22 +126,38 @@ static int has_header(const char *req, const char *need)
     return 0;
 }
 
+/* When set (before srv_start), the server appends every request it reads,
+ * head and body, to this file, each followed by a line "--END--". */
+static const char *srv_dump;
+
 static void serve(int ls, const route *routes, int nroutes, int nreq, int logfd)
 {
     alarm(20);
+    static char req[65536];
     for (int k = 0; k < nreq; k++) {
         int c = accept(ls, NULL, NULL);
         if (c < 0) _exit(1);
-        char req[16384];
-        size_t n = 0;
+        size_t n = 0, want = 0;
         while (n < sizeof req - 1) {
             ssize_t r = read(c, req + n, sizeof req - 1 - n);
             if (r <= 0) break;
             n += (size_t)r;
             req[n] = '\0';
-            if (strstr(req, "\r\n\r\n")) break;
+            const char *end = strstr(req, "\r\n\r\n");
+            if (end && !want) {  /* the head is in: how long is the body? */
+                const char *cl = strcasestr(req, "\r\nContent-Length:");
+                want = (size_t)(end + 4 - req) + (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+            }
+            if (want && n >= want) break;
         }
         req[n] = '\0';
+        if (srv_dump) {
+            FILE *f = fopen(srv_dump, "a");
+            if (f) {
+                fprintf(f, "%s\n--END--\n", req);
+                fclose(f);
+            }
+        }
         char method[16] = "", path[512] = "";
         sscanf(req, "%15s %511s", method, path);
         const route *rt = NULL;
@@ -669,6 +687,361 @@ static void imds_disabled_or_absent(void)
     CHECK_INT(srv_stop(&s, log, sizeof log), 2);
 }
 
+/* ---- web identity (EKS IRSA) ---- */
+
+#define ROLE "arn:aws:iam::123456789012:role/delayer-irsa"
+#define ROLE_ENC "arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fdelayer-irsa"
+
+/* An AssumeRoleWithWebIdentity reply whose credentials expire at exp. */
+static void sts_reply(time_t exp, const char *ak, char *out, size_t outlen)
+{
+    char e[32];
+    iso_time(exp, e);
+    snprintf(out, outlen,
+             "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n"
+             "  <AssumeRoleWithWebIdentityResult>\n"
+             "    <SubjectFromWebIdentityToken>system:serviceaccount:delayer:sns-publish</SubjectFromWebIdentityToken>\n"
+             "    <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/delayer-irsa/s</Arn>"
+             "<AssumedRoleId>AROA:s</AssumedRoleId></AssumedRoleUser>\n"
+             "    <Credentials>\n"
+             "      <SessionToken>TKWEB/&amp;+=</SessionToken>\n"
+             "      <SecretAccessKey>SKWEB/x+y</SecretAccessKey>\n"
+             "      <Expiration>%s</Expiration>\n"
+             "      <AccessKeyId>%s</AccessKeyId>\n"
+             "    </Credentials>\n"
+             "    <Audience>sts.amazonaws.com</Audience>\n"
+             "  </AssumeRoleWithWebIdentityResult>\n"
+             "  <ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata>\n"
+             "</AssumeRoleWithWebIdentityResponse>\n", e, ak);
+}
+
+/* The requests dumped by the server (srv_dump), into a static buffer. */
+static const char *dump_read(void)
+{
+    static char d[65536];
+    d[0] = '\0';
+    FILE *f = fopen(tpath("dump"), "r");
+    if (!f) return d;
+    size_t n = fread(d, 1, sizeof d - 1, f);
+    d[n] = '\0';
+    fclose(f);
+    return d;
+}
+
+/* The body of request k (0-based) in the dump, into out. */
+static void dump_body(const char *d, int k, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    for (int i = 0; i < k && d; i++) {
+        d = strstr(d, "\n--END--\n");
+        if (d) d += 9;
+    }
+    if (!d) return;
+    const char *b = strstr(d, "\r\n\r\n"), *e = strstr(d, "\n--END--\n");
+    if (!b || !e || e < b) return;
+    b += 4;
+    snprintf(out, outlen, "%.*s", (int)(e - b), b);
+}
+
+static void web_identity_setup(const srv *s, const char *token_text)
+{
+    write_file("webtoken", token_text);
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", tpath("webtoken"), 1);
+    setenv("AWS_ROLE_ARN", ROLE, 1);
+    setenv("AWS_REGION", "eu-west-1", 1);
+    if (s) set_url("AWS_ENDPOINT_URL_STS", s, "");
+    remove(tpath("dump"));
+    srv_dump = tpath("dump");
+}
+
+static void web_identity_success(void)
+{
+    clear_env();
+    char body[2048];
+    time_t exp = time(NULL) + 3600;
+    sts_reply(exp, "ASIAWEB", body, sizeof body);
+    route rt[] = { { "POST", "/", 200, body, "Content-Type: application/x-www-form-urlencoded; charset=utf-8" } };
+    srv s;
+    web_identity_setup(NULL, "eyJhbGciOi.payload/with+plus=\n\n");
+    if (srv_start(&s, rt, 1, 3) < 0) { CHECK(0); return; }
+    set_url("AWS_ENDPOINT_URL_STS", &s, "");
+    int64_t t0 = (int64_t)time(NULL) * 1000;
+    char err[1024] = "";
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c != NULL);
+    if (!c) printf("# %s\n", err);
+    if (c) {
+        CHECK_STR(c->source, "web-identity");
+        CHECK_STR(c->access_key, "ASIAWEB");
+        CHECK_STR(c->secret_key, "SKWEB/x+y");
+        CHECK_STR(c->session_token, "TKWEB/&+=");
+        CHECK_INT(c->expires_ms, (long long)exp * 1000);
+    }
+    CHECK(aws_credp_get(cp, err, sizeof err) == c);  /* an hour left: cached */
+    aws_credp_free(cp);
+    char log[2048];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 1);
+    CHECK_STR(log, "POST / hdr=ok\n");
+    srv_dump = NULL;
+
+    const char *d = dump_read();
+    char b[4096];
+    dump_body(d, 0, b, sizeof b);
+    static const char pfx[] = "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=" ROLE_ENC
+                              "&RoleSessionName=delayer-";
+    static const char sfx[] = "&WebIdentityToken=eyJhbGciOi.payload%2Fwith%2Bplus%3D";
+    CHECK(!strncmp(b, pfx, strlen(pfx)));
+    CHECK(strlen(b) > strlen(sfx) && !strcmp(b + strlen(b) - strlen(sfx), sfx));
+    /* the default session name: delayer-<unix time in ms> */
+    const char *sn = b + strlen(pfx);
+    char *endp;
+    long long ms = strtoll(sn, &endp, 10);
+    CHECK(endp > sn && *endp == '&');
+    CHECK(ms >= t0 - 1000 && ms <= t0 + 10000);
+    /* unsigned: no Authorization, no SigV4 headers */
+    CHECK(strcasestr(d, "\r\nAuthorization:") == NULL);
+    CHECK(strcasestr(d, "\r\nX-Amz-") == NULL);
+    CHECK(!strncmp(d, "POST / HTTP/1.1\r\n", 17));
+}
+
+static void web_identity_error_response(void)
+{
+    clear_env();
+    static const char token[] = "eyJ-SECRET-WEB-IDENTITY-TOKEN.sig";
+    static const char body[] =
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n"
+        "  <Error><Type>Sender</Type><Code>InvalidIdentityToken</Code>\n"
+        "    <Message>Incorrect token audience\nfor eyJ-SECRET-WEB-IDENTITY-TOKEN.sig</Message></Error>\n"
+        "  <RequestId>r-2</RequestId>\n"
+        "</ErrorResponse>\n";
+    route rt[] = { { "POST", "/", 400, body, NULL } };
+    srv s;
+    web_identity_setup(NULL, token);
+    srv_dump = NULL;
+    if (srv_start(&s, rt, 1, 3) < 0) { CHECK(0); return; }
+    set_url("AWS_ENDPOINT_URL_STS", &s, "");
+    /* a configured web identity is final: neither container nor IMDS is asked */
+    setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/creds", 1);
+    setenv("AWS_EC2_METADATA_DISABLED", "false", 1);
+    setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1", 1);
+    char err[2048] = "";
+    aws_credp *cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "web-identity: STS AssumeRoleWithWebIdentity for " ROLE ": HTTP 400 InvalidIdentityToken: "
+                      "Incorrect token audience for [redacted]") != NULL);
+    CHECK(strstr(err, "SECRET-WEB-IDENTITY") == NULL);
+    CHECK(strchr(err, '\n') == NULL);
+    CHECK(strstr(err, "container:") == NULL && strstr(err, "imds:") == NULL);
+    aws_credp_free(cp);
+    char log[2048];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 1);  /* a 4xx is not retried */
+
+    /* a 5xx is retried once, then reported */
+    route r5[] = { { "POST", "/", 503, "<ErrorResponse><Error><Code>ServiceUnavailable</Code></Error></ErrorResponse>",
+                     NULL } };
+    if (srv_start(&s, r5, 1, 3) < 0) { CHECK(0); return; }
+    set_url("AWS_ENDPOINT_URL_STS", &s, "");
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "HTTP 503 ServiceUnavailable") != NULL);
+    aws_credp_free(cp);
+    CHECK_INT(srv_stop(&s, log, sizeof log), 2);
+
+    /* a 200 without credentials */
+    route rb[] = { { "POST", "/", 200, "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult>"
+                     "<Credentials><AccessKeyId>AK</AccessKeyId><SecretAccessKey>SECRET-SK</SecretAccessKey>"
+                     "</Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>", NULL } };
+    if (srv_start(&s, rb, 1, 3) < 0) { CHECK(0); return; }
+    set_url("AWS_ENDPOINT_URL_STS", &s, "");
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "lacks AccessKeyId, SecretAccessKey or SessionToken") != NULL);
+    CHECK(strstr(err, "SECRET-SK") == NULL);
+    aws_credp_free(cp);
+    CHECK_INT(srv_stop(&s, log, sizeof log), 1);
+
+    /* nothing listening: the transport error, after one retry */
+    setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1", 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "web-identity: STS http://127.0.0.1:1: ") != NULL);
+    aws_credp_free(cp);
+}
+
+static void web_identity_bad_config(void)
+{
+    char err[2048] = "";
+    aws_credp *cp;
+
+    /* the token file missing, empty, too large */
+    clear_env();
+    web_identity_setup(NULL, "x");
+    srv_dump = NULL;
+    setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1", 1);
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", tpath("no-such-token"), 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "web-identity: cannot read AWS_WEB_IDENTITY_TOKEN_FILE ") != NULL);
+    CHECK(strstr(err, "no-such-token") != NULL);
+    CHECK(strstr(err, "imds") == NULL);
+    aws_credp_free(cp);
+
+    write_file("webtoken", " \n\n");
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", tpath("webtoken"), 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "AWS_WEB_IDENTITY_TOKEN_FILE") != NULL && strstr(err, "is empty") != NULL);
+    aws_credp_free(cp);
+
+    static char big[16 * 1024 + 2];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    write_file("webtoken", big);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "AWS_WEB_IDENTITY_TOKEN_FILE") != NULL && strstr(err, "larger than 16 KiB") != NULL);
+    aws_credp_free(cp);
+
+    /* plain http only to loopback */
+    write_file("webtoken", "tok");
+    setenv("AWS_ENDPOINT_URL_STS", "http://10.0.0.1:80", 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "web-identity: the STS endpoint must be https://") != NULL);
+    aws_credp_free(cp);
+
+    /* an unreadable AWS_CA_BUNDLE, named (checked before connecting) */
+    setenv("AWS_ENDPOINT_URL_STS", "https://127.0.0.1:1", 1);
+    setenv("AWS_CA_BUNDLE", tpath("no-such-ca.pem"), 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "AWS_CA_BUNDLE") != NULL && strstr(err, "no-such-ca.pem cannot be read") != NULL);
+    aws_credp_free(cp);
+    unsetenv("AWS_CA_BUNDLE");
+
+    /* half configured: falls through to the next source, saying why */
+    unsetenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "web-identity: AWS_ROLE_ARN set but AWS_WEB_IDENTITY_TOKEN_FILE missing") != NULL);
+    CHECK(strstr(err, "imds: AWS_EC2_METADATA_DISABLED") != NULL);
+    aws_credp_free(cp);
+
+    /* a profile's web_identity_token_file stays unsupported, with a hint */
+    clear_env();
+    write_file("f-wi", "[default]\nrole_arn = " ROLE "\nweb_identity_token_file = /t\n");
+    setenv("AWS_CONFIG_FILE", tpath("f-wi"), 1);
+    cp = aws_credp_new();
+    CHECK(aws_credp_get(cp, err, sizeof err) == NULL);
+    CHECK(strstr(err, "not supported in profiles") != NULL && strstr(err, "AWS_ROLE_ARN") != NULL);
+    aws_credp_free(cp);
+}
+
+static void web_identity_precedence(void)
+{
+    clear_env();
+    char body[2048];
+    sts_reply(time(NULL) + 3600, "ASIAWEB", body, sizeof body);
+    route rt[] = { { "POST", "/", 200, body, NULL } };
+    route rc[] = { { "GET", "/creds", 200, "{\"AccessKeyId\":\"AKCONT\",\"SecretAccessKey\":\"SKCONT\"}", NULL } };
+    srv s, sc;
+    if (srv_start(&s, rt, 1, 3) < 0 || srv_start(&sc, rc, 1, 3) < 0) { CHECK(0); return; }
+    web_identity_setup(&s, "tok");
+    srv_dump = NULL;
+    set_url("AWS_CONTAINER_CREDENTIALS_FULL_URI", &sc, "/creds");
+    char err[1024] = "";
+
+    /* environment keys first */
+    setenv("AWS_ACCESS_KEY_ID", "AKENV", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "SKENV", 1);
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->source, "env"));
+    aws_credp_free(cp);
+
+    /* then a profile with keys */
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    write_file("c-wi", "[default]\naws_access_key_id = AKFILE\naws_secret_access_key = SKFILE\n");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", tpath("c-wi"), 1);
+    cp = aws_credp_new();
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->source, "profile"));
+    aws_credp_free(cp);
+
+    /* then web identity, before container credentials */
+    setenv("AWS_SHARED_CREDENTIALS_FILE", tpath("no-credentials"), 1);
+    cp = aws_credp_new();
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->source, "web-identity") && !strcmp(c->access_key, "ASIAWEB"));
+    aws_credp_free(cp);
+
+    /* and container credentials once web identity is not configured */
+    unsetenv("AWS_ROLE_ARN");
+    unsetenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+    cp = aws_credp_new();
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->source, "container"));
+    aws_credp_free(cp);
+
+    char log[1024];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 1);
+    CHECK_INT(srv_stop(&sc, log, sizeof log), 1);
+}
+
+static void web_identity_refresh(void)
+{
+    clear_env();
+    char b1[2048], b2[2048], b3[2048];
+    time_t soon = time(NULL) + 120;  /* inside the 5-minute window */
+    sts_reply(soon, "ASIAWEB1", b1, sizeof b1);
+    route r1[] = { { "POST", "/", 200, b1, NULL } };
+    srv s;
+    web_identity_setup(NULL, "first-token\n");
+    if (srv_start(&s, r1, 1, 3) < 0) { CHECK(0); return; }
+    set_url("AWS_ENDPOINT_URL_STS", &s, "");
+    setenv("AWS_ROLE_SESSION_NAME", "my session", 1);
+    char err[1024] = "";
+    aws_credp *cp = aws_credp_new();
+    const aws_creds *c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "ASIAWEB1") && c->expires_ms == (long long)soon * 1000);
+    char log[1024];
+    CHECK_INT(srv_stop(&s, log, sizeof log), 1);
+
+    /* the kubelet rotated the token; the next get asks STS again, with it */
+    sts_reply(time(NULL) + 3600, "ASIAWEB2", b2, sizeof b2);
+    route r2[] = { { "POST", "/", 200, b2, NULL } };
+    if (srv_start(&s, r2, 1, 3) < 0) { CHECK(0); return; }
+    set_url("AWS_ENDPOINT_URL_STS", &s, "");
+    write_file("webtoken", "second-token");
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "ASIAWEB2") && !strcmp(c->source, "web-identity"));
+    CHECK(aws_credp_get(cp, err, sizeof err) == c);  /* now an hour left: cached */
+    CHECK_INT(srv_stop(&s, log, sizeof log), 1);
+    srv_dump = NULL;
+    const char *d = dump_read();
+    char body[4096];
+    dump_body(d, 0, body, sizeof body);
+    CHECK(strstr(body, "&RoleSessionName=my%20session&WebIdentityToken=first-token") != NULL);
+    dump_body(d, 1, body, sizeof body);
+    CHECK(strstr(body, "&WebIdentityToken=second-token") != NULL);
+
+    /* a failed refresh keeps still-valid credentials */
+    aws_credp_invalidate(cp);
+    sts_reply(time(NULL) + 120, "ASIAWEB3", b3, sizeof b3);
+    route r3[] = { { "POST", "/", 200, b3, NULL } };
+    if (srv_start(&s, r3, 1, 3) < 0) { CHECK(0); return; }
+    set_url("AWS_ENDPOINT_URL_STS", &s, "");
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "ASIAWEB3"));
+    CHECK_INT(srv_stop(&s, log, sizeof log), 1);
+    setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:1", 1);
+    c = aws_credp_get(cp, err, sizeof err);
+    CHECK(c && !strcmp(c->access_key, "ASIAWEB3"));
+    aws_credp_free(cp);
+}
+
 /* ---- secrets never in errors ---- */
 
 static void secrets_not_in_errors(void)
@@ -732,4 +1105,5 @@ static void secrets_not_in_errors(void)
 T_MAIN(T(env_chain), T(env_without_secret_falls_through), T(profile_default_file), T(profile_selected_and_config),
        T(profile_partial_and_unsupported), T(region_order), T(endpoint_order), T(loopback_detection), T(container_refresh_with_token_file),
        T(container_cached_until_window), T(container_refused_urls), T(container_retry_once_then_error),
-       T(imds_v2_flow), T(imds_disabled_or_absent), T(secrets_not_in_errors))
+       T(imds_v2_flow), T(imds_disabled_or_absent), T(web_identity_success), T(web_identity_error_response),
+       T(web_identity_bad_config), T(web_identity_precedence), T(web_identity_refresh), T(secrets_not_in_errors))
