@@ -22,7 +22,7 @@
 #   ddb-scan-due  DELAYER_TICK --tick, DELAYER_SHARD --shard, DELAYER_ONCE=1 --once
 #   sqs-push      DELAYER_LINGER --linger
 #   sqs-drain     DELAYER_QUEUE --queue, DELAYER_CONCURRENCY --concurrency,
-#                 DELAYER_WAIT --wait, DELAYER_HOLD --hold
+#                 DELAYER_WAIT --wait, DELAYER_HOLD --hold, DELAYER_PACE --pace
 #   sns-publish   DELAYER_QUEUE --queue, DELAYER_COMMIT_LEAD --commit-lead,
 #                 DELAYER_LINGER --linger, DELAYER_MAX_HOLD --max-hold,
 #                 DELAYER_RETRY_BACKOFF --retry-backoff, DELAYER_DELETE_FLUSH
@@ -76,7 +76,7 @@ nargs=$#
 case $tool in
     ddb-scan-due) opts="DELAYER_OUT:--out DELAYER_TICK:--tick DELAYER_SHARD:--shard DELAYER_ONCE:--once?" ;;
     sqs-push) opts="DELAYER_IN:--in DELAYER_OUT:--out DELAYER_LINGER:--linger" ;;
-    sqs-drain) opts="DELAYER_OUT:--out DELAYER_QUEUE:--queue DELAYER_CONCURRENCY:--concurrency DELAYER_WAIT:--wait DELAYER_HOLD:--hold" ;;
+    sqs-drain) opts="DELAYER_OUT:--out DELAYER_QUEUE:--queue DELAYER_CONCURRENCY:--concurrency DELAYER_WAIT:--wait DELAYER_HOLD:--hold DELAYER_PACE:--pace" ;;
     sns-publish) opts="DELAYER_IN:--in DELAYER_OUT:--out DELAYER_QUEUE:--queue DELAYER_COMMIT_LEAD:--commit-lead DELAYER_LINGER:--linger DELAYER_MAX_HOLD:--max-hold DELAYER_RETRY_BACKOFF:--retry-backoff DELAYER_DELETE_FLUSH:--delete-flush DELAYER_COMMIT_THREADS:--commit-threads DELAYER_PUBLISH_THREADS:--publish-threads" ;;
     state-update) opts="DELAYER_IN:--in DELAYER_OUT:--out DELAYER_FLUSH:--flush" ;;
     delayer | delayer-keygen) opts="" ;;

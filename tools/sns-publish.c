@@ -124,7 +124,7 @@ static const stage_opt opts[] = {
     {"linger", "DURATION", "publish together what comes due within this long of the first (fewer requests; the first waits at most this) [5ms]"},
     {"max-hold", "DURATION", "records due later than this are handed back to SQS until nearer their time [5s]"},
     {"retry-backoff", "DURATION", "after a failed publish SQS redelivers after this * 2^(receives-1), at most 15m [2s]"},
-    {"delete-flush", "DURATION", "longest wait to fill a DeleteMessageBatch [50ms]"},
+    {"delete-flush", "DURATION", "longest wait to fill a DeleteMessageBatch [250ms]"},
     {"commit-threads", "N", "concurrent DynamoDB commits, 1-16 [4]"},
     {"publish-threads", "N", "concurrent PublishBatch requests, 1-16 [2]"},
     {NULL, NULL, NULL}};
@@ -181,7 +181,7 @@ static int read_config(const stage_opts *o, config *c)
     if (opt_duration(o, "commit-lead", 50, 10000, &c->lead_ms) || opt_duration(o, "linger", 5, 1000, &c->linger_ms) ||
         opt_duration(o, "max-hold", 5000, 600000, &c->max_hold_ms) ||
         opt_duration(o, "retry-backoff", 2000, BACKOFF_MAX * 1000, &c->backoff_ms) ||
-        opt_duration(o, "delete-flush", 50, 10000, &c->del_flush_ms) || opt_count(o, "commit-threads", 4, &c->ncommit) ||
+        opt_duration(o, "delete-flush", 250, 10000, &c->del_flush_ms) || opt_count(o, "commit-threads", 4, &c->ncommit) ||
         opt_count(o, "publish-threads", 2, &c->npublish))
         return STAGE_EXIT_USAGE;
     if (c->del_flush_ms < 1) c->del_flush_ms = 1;   /* the tail's timer: 0 would spin */

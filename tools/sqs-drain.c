@@ -86,6 +86,11 @@
 #define STOP_GRACE_MS   1500    /* how long a stop waits for pollers in a long poll */
 #define VIS_MAX         43200   /* SQS's longest visibility timeout, s */
 #define DEAD_VIS_S      300     /* dead-letter messages come back after this, s */
+/* --pace: messages become visible SCHED_DELAY_MARGIN_MS (250 ms) or more
+ * before due and sns-publish commits 50 ms before due, so up to 200 ms
+ * of waiting before a receive still leaves them in time. */
+#define PACE_DEFAULT_MS 100
+#define PACE_MAX_MS     200
 
 /* ------------------------------------------------------------ options */
 
@@ -95,6 +100,7 @@ static const stage_opt opts[] = {
     {"concurrency", "N", "receive requests in flight when the queue is busy, 1-32 [2]"},
     {"wait", "SECONDS", "long-poll wait of ReceiveMessage, 0-20 [20]"},
     {"hold", "DURATION", "how long records the downstream does not take are retried before they go back to the queue [5s]"},
+    {"pace", "DURATION", "after a receive that came back short, wait this long before the next one (fewer requests; 0 = off, at most 200ms) [100ms]"},
     {NULL, NULL, NULL}};
 
 static const stage_spec spec = {
@@ -105,6 +111,7 @@ typedef struct {
     const char *prefix, *queue;
     int concurrency, wait_s;
     int64_t hold_ms;
+    int64_t pace_ms;
     int dead;                  /* reading the dead-letter queue */
 } config;
 
@@ -142,6 +149,11 @@ static int read_config(const stage_opts *o, config *c)
     c->hold_ms = 5000;
     const char *h = stage_opt_get(o, "hold");
     if (h && time_parse_duration(h, &c->hold_ms, err, sizeof err) < 0) return usage_err("--hold", h);
+    c->pace_ms = PACE_DEFAULT_MS;
+    const char *pc = stage_opt_get(o, "pace");
+    if (pc && (time_parse_duration(pc, &c->pace_ms, err, sizeof err) < 0 || c->pace_ms > PACE_MAX_MS))
+        return usage_err("--pace", pc);
+    if (c->dead) c->pace_ms = 0;   /* dead letters are not timed */
     if (c->prefix && store_check_prefix(c->prefix, err, sizeof err) < 0) return usage_err("--prefix", c->prefix);
     return 0;
 }
@@ -171,7 +183,8 @@ static struct {
     char *url;                 /* the queue read */
     int wait_s;
     int recv_vis;              /* VisibilityTimeout of receives, -1: the queue's */
-} G = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, -1};
+    int64_t pace_ms;           /* --pace */
+} G = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, -1, 0};
 
 /* Condition variables time their waits on the monotonic clock: a wall
  * clock step must not stretch or cut a wait. */
@@ -290,13 +303,39 @@ static void hand_over(poller *p, sqs_messages *m, int max)
     if (stopping) release_msgs(p->c, m, 0);
 }
 
-/* After a failed receive: waits (1 s, doubling to 30 s) unless stopping. */
-static void error_pause(int64_t ms)
+/* Waits ms (after a failed receive: 1 s, doubling to 30 s; --pace) unless
+ * stopping. */
+static void pause_ms(int64_t ms)
 {
     pthread_mutex_lock(&G.mu);
     int64_t until = time_mono_ms() + ms;
     while (!G.stopping && time_mono_ms() < until) cond_wait_ms(&G.gate, &G.mu, until - time_mono_ms());
     pthread_mutex_unlock(&G.mu);
+}
+
+/* --pace. A receive returns as soon as one message is visible, so at a
+ * steady rate each one brings one or two messages: about one ReceiveMessage
+ * per schedule at low rates. Waiting a little after a short receive lets
+ * the next one take what became visible meanwhile. Not after a full receive
+ * (a backlog: go on at once), nor when a message received was due within
+ * the margin plus the pace (it came late, e.g. scheduled a moment ahead or
+ * caught up after downtime: others like it must not wait). */
+static int should_pace(const sqs_messages *m, int max)
+{
+    if (G.pace_ms <= 0 || m->n == 0 || (int)m->n >= max) return 0;
+    int64_t soon = time_now_ms() + SCHED_DELAY_MARGIN_MS + G.pace_ms;
+    for (size_t i = 0; i < m->n; i++) {
+        json_doc d;
+        int64_t due = 0;
+        int ok = json_parse(&d, m->v[i].body, strlen(m->v[i].body)) == 0;
+        if (ok) {
+            int t = json_get(&d, 0, "due");
+            ok = t >= 0 && json_i64(&d, t, &due) == 0;
+        }
+        json_free(&d);
+        if (!ok || due < soon) return 0;
+    }
+    return 1;
 }
 
 static void *poller_main(void *arg)
@@ -310,12 +349,14 @@ static void *poller_main(void *arg)
         int wait = p->idx == 0 ? G.wait_s : (G.wait_s < 1 ? G.wait_s : 1);
         if (sqs_receive(p->c, G.url, max, wait, G.recv_vis, &m, &e) < 0) {
             log_ev(LOG_ERROR, "receive failed", "code", e.code, "error", e.message, NULL);
-            error_pause(backoff);
+            pause_ms(backoff);
             backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
             continue;
         }
         backoff = 1000;
+        int pace = should_pace(&m, max);
         hand_over(p, &m, max);
+        if (pace) pause_ms(G.pace_ms);
     }
     sqs_messages_free(&m);
     pthread_mutex_lock(&G.mu);
@@ -700,6 +741,7 @@ int main(int argc, char **argv)
     if ((rc = read_config(&o, &d.cfg)) != 0) return rc;
     G.wait_s = d.cfg.wait_s;
     G.recv_vis = d.cfg.dead ? DEAD_VIS_S : -1;
+    G.pace_ms = d.cfg.pace_ms;
     cond_init_mono(&G.got);
     cond_init_mono(&G.gate);
     char err[768];

@@ -427,6 +427,42 @@ test_drain_holds_while_no_downstream() {
   wait_until 5 queue_empty || fail "delay queue not empty"
 }
 
+# pace_round PACE: 8 wire records sent one by one ~0.1 s apart, all
+# due 4 s ahead, read by a lone sqs-drain --pace PACE; prints how many
+# receives brought messages (its delayer_batch_size count).
+lines_at_least() { [ "$(grep -c '' "$1")" -ge "$2" ]; }
+
+pace_round() {
+  local log="$TDIR/pace-$1.log" out="$TDIR/pace-$1.out" addr n i pid arn
+  : >"$out"
+  "$BIN/sqs-drain" --prefix "$PFX" --out - --wait 1 --pace "$1" --metrics 127.0.0.1:0 >"$out" 2>"$log" &
+  pid=$!
+  wait_until 10 grep -q 'msg=draining' "$log" || fail "pace $1: drain not ready"
+  addr=$(sed -n 's/.*msg="metrics listening" addr=\([0-9.:]*\).*/\1/p' "$log" | tail -1)
+  arn=$(topic_arn t)
+  for i in 1 2 3 4 5 6 7 8; do   # aws-call directly: each send must be quick
+    sqs SendMessage "{\"QueueUrl\":\"$DELAY_URL\",\"MessageBody\":\"{\\\"id\\\":\\\"pace-$i\\\",\\\"due\\\":$(($(date +%s%3N) + 4000)),\\\"topic\\\":\\\"$arn\\\",\\\"payload\\\":\\\"p\\\",\\\"attrs\\\":{},\\\"chash\\\":\\\"$(printf '0%.0s' $(seq 64))\\\",\\\"lease\\\":0}\"}" >/dev/null
+    sleep 0.1
+  done
+  wait_until 10 lines_at_least "$out" 8 || fail "pace $1: not all received"
+  n=$(curl -s "http://$addr/metrics" | sed -n 's/^delayer_batch_size_count{api="ReceiveMessage"} //p')
+  stop "$pid" >/dev/null
+  # sqs-drain handed them back at its stop: clear them for the next tests
+  sqs PurgeQueue "{\"QueueUrl\":\"$DELAY_URL\"}" >/dev/null
+  echo "${n:-0}"
+}
+
+# --pace: after a short receive, sqs-drain waits before the next one, so one
+# request takes what became visible meanwhile: fewer receives for the same
+# messages, each still received well before its due time.
+test_pace_takes_more_per_receive() {
+  local paced unpaced
+  unpaced=$(pace_round 0)
+  paced=$(pace_round 200ms)
+  echo "receives with messages for 8 spread over ~1 s: --pace 0: $unpaced, --pace 200ms: $paced"
+  assertTrue "fewer receives with --pace ($paced) than without ($unpaced)" "[ $paced -lt $unpaced ]"
+}
+
 # Last: the bad message stays in the delay queue (for the dead-letter
 # queue), which would disturb the "queue empty" checks of the others.
 test_invalid_body_is_reported_and_left() {
