@@ -10,7 +10,7 @@
 #                        CMD exits CODE with exactly one stderr line starting
 #                        "delayer: FIELD:", and the table is unchanged
 #   json_field JSON KEY  prints a top-level field of a JSON object
-#   new_prefix           a fresh random deployment prefix
+#   (new_prefix, a fresh random deployment prefix, is in stack.sh)
 REPO=${STACK_REPO:-$(cd -P -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)}
 BIN=${DELAYER_BIN:-bin}
 case $BIN in /*) ;; *) BIN=$REPO/$BIN ;; esac
@@ -18,8 +18,6 @@ UNIT=${DELAYER_UNIT:-build/tests}
 case $UNIT in /*) ;; *) UNIT=$REPO/$UNIT ;; esac
 export SHUNIT_COLOR=none
 [ -x "$REPO/.tools/node/bin/node" ] && PATH="$REPO/.tools/node/bin:$PATH"
-
-new_prefix() { printf 't%s%05d' "$(date +%s | tail -c 6)" "$((RANDOM % 100000))"; }
 
 D() { "$BIN/delayer" --prefix "$PFX" "$@"; }
 HOOK() { "$UNIT/test_store" hook "$PFX" "$@"; }

@@ -19,6 +19,8 @@
 #                        a no-op otherwise (safe to repeat).
 #   stack_local_aws ARGS run scripts/local-aws against this suite's private
 #                        stack (e.g. `stack_local_aws status`).
+#   new_prefix           a fresh random deployment prefix (the names a suite
+#                        creates on the shared stack start with it)
 #
 # Variables set by stack_start: STACK_OWNED (1 if this suite started the
 # stack, else 0), STACK_DIR, STACK_DDB_PORT, STACK_SQS_PORT (empty when
@@ -67,6 +69,8 @@ free_port() {
   echo "free_port: no free port found" >&2
   return 1
 }
+
+new_prefix() { printf 't%s%05d' "$(date +%s | tail -c 6)" "$((RANDOM % 100000))"; }
 
 stack_local_aws() {
   if [ -z "$STACK_DIR" ]; then

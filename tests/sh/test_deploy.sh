@@ -76,7 +76,12 @@ oneTimeTearDown() {
   if [ -n "$W" ] && [ -z "${DELAYER_KEEP_TEST_DIR:-}" ]; then rm -rf -- "$W"; else echo "kept $W" >&2; fi
 }
 
-new_prefix() { printf 't%s%05d' "$(date +%s | tail -c 6)" "$((RANDOM % 100000))"; }
+# stack_pfx: the local stack up (the test fails without it) and a fresh
+# deployment prefix in the caller's local pfx.
+stack_pfx() {
+  stack_start || { fail "no local stack"; return 1; }
+  pfx=$(new_prefix)
+}
 
 write_helpers() {
   # ---- cfn.py: the template with its tags, and a small evaluator.
@@ -630,8 +635,7 @@ EOF
 # The template's tables/queues against what `delayer init` makes.
 test_template_tables_and_queues_are_what_init_creates() {
   local pfx out
-  stack_start || { fail "no local stack"; return; }
-  pfx=$(new_prefix)
+  stack_pfx || return
   out=$("$BIN/delayer" --prefix "$pfx" init 2>&1) || { fail "delayer init: $out"; return; }
   {
     "$BIN/aws-call" dynamodb DescribeTable "{\"TableName\":\"$pfx-schedules\"}" && echo &&
@@ -690,8 +694,7 @@ EOF
 # Resources made to the template's description are accepted by init.
 test_init_accepts_resources_made_by_the_template() {
   local pfx out
-  stack_start || { fail "no local stack"; return; }
-  pfx=$(new_prefix)
+  stack_pfx || return
   out=$(PYTHONPATH="$W" python3 - "$REPO" "$pfx" "$BIN/aws-call" 2>&1 <<'EOF'
 import json, subprocess, sys, cfn
 repo, pfx, call = sys.argv[1:4]
@@ -1119,9 +1122,8 @@ z85() { grep -v '^#' "$1" | head -n 1; }
 
 test_runtime_layout_runs_the_pipeline_over_tls_and_curve_with_iam_recorded() {
   need_root || return
-  stack_start || { fail "no local stack"; return; }
   local pfx k p ports out rc i sa sc st
-  pfx=$(new_prefix)
+  stack_pfx || return
   # TLS: a throw-away CA in the chroot's bundle, as compose.yaml does
   (cd "$W" && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca \
     -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
