@@ -2,7 +2,9 @@
 # tests/lib/chaos.sh: shared helpers of the reliability suites (test_chaos,
 # test_faults): a pipeline of the real stages under the supervisor, arrivals
 # read with `delayer watch --json`, and the invariants checked from outside.
-# Source after stack.sh and cli.sh. Needs WORK (a scratch folder).
+# Sources suite.sh (stack, CLI and AWS helpers). Needs WORK (a scratch
+# folder: work_up).
+. "$(dirname "${BASH_SOURCE[0]}")/suite.sh"
 SUP="$REPO/scripts/delayer-supervise"
 
 # rel_up SED [ENV=VALUE...]: init a fresh deployment (5 s window and grace,

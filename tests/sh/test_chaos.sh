@@ -8,8 +8,6 @@
 #   CHAOS_N        schedules in the kill run (500; `make soak`: 5000)
 #   CHAOS_SECONDS  the span of their due times, s (30; soak: 180)
 #   CHAOS_PAUSES   pause rounds (1; soak: 3)
-. "$(dirname "$0")/../lib/stack.sh"
-. "$(dirname "$0")/../lib/cli.sh"
 . "$(dirname "$0")/../lib/chaos.sh"
 
 N=${CHAOS_N:-500}
@@ -17,9 +15,7 @@ SECS=${CHAOS_SECONDS:-30}
 PAUSES=${CHAOS_PAUSES:-1}
 
 oneTimeSetUp() {
-  stack_start || fail "stack"
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/delayer-chaos.XXXXXX")
-  export DELAYER_BIN=$BIN
+  work_up chaos
 }
 
 oneTimeTearDown() {
@@ -27,9 +23,7 @@ oneTimeTearDown() {
   [ -n "${WATCH_PID:-}" ] && kill "$WATCH_PID" 2>/dev/null
   # a paused instance must not outlive the suite
   [ -n "${RUN:-}" ] && { rel_pids | while read -r _ p; do kill -CONT "$p" 2>/dev/null; done; rel_down; }
-  stack_stop
-  cli_cleanup
-  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+  work_down
 }
 
 # killer OUT: SIGKILL a random live instance every 2-3 s; one line per kill.

@@ -2,24 +2,18 @@
 # test_delayer_cli: every delayer subcommand's normal use, and every refused
 # input (one-line error naming the field, the documented exit code, nothing
 # written to the table).
-REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 
 oneTimeSetUp() {
-  stack_start || return 1
-  export DELAYER_EVENTS=0
-  D init --topic orders --topic other >/dev/null || return 1
+  suite_up orders other || return 1
   ARN=$(D schedule --in 1h --topic orders --payload probe --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["topic"])')
   TMPD=$(mktemp -d)
 }
 
 oneTimeTearDown() {
   rm -rf -- "$TMPD"
-  cli_cleanup
-  stack_stop
+  suite_down
 }
 
 # ------------------------------------------------------------ normal use

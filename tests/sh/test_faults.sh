@@ -8,8 +8,6 @@
 #   FAULTS_N        schedules per test (200; soak: 2000)
 #   FAULTS_OUTAGE   seconds of the outage (15; soak: 30)
 #   FAULTS_P        share of requests answered with a fault (0.2)
-. "$(dirname "$0")/../lib/stack.sh"
-. "$(dirname "$0")/../lib/cli.sh"
 . "$(dirname "$0")/../lib/chaos.sh"
 
 N=${FAULTS_N:-200}
@@ -18,9 +16,7 @@ PF=${FAULTS_P:-0.2}
 
 oneTimeSetUp() {
   unset DELAYER_STACK_READY # a private stack: this suite restarts its servers
-  stack_start || fail "stack"
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/delayer-faults.XXXXXX")
-  export DELAYER_BIN=$BIN
+  work_up faults
   DDB_URL=$AWS_ENDPOINT_URL_DYNAMODB
   SQS_URL=$AWS_ENDPOINT_URL_SQS
   PPORT=$(free_port)
@@ -31,9 +27,7 @@ oneTimeTearDown() {
   [ -n "${WATCH_PID:-}" ] && kill "$WATCH_PID" 2>/dev/null
   rel_down
   proxy_stop
-  stack_stop
-  cli_cleanup
-  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+  work_down
 }
 
 # proxy_start ARGS: the fault proxy on $PPORT (tests/lib/faultproxy.py)

@@ -4,16 +4,11 @@
 # list --count and stats agree exactly with what was imported. Re-importing
 # rows with explicit ids is idempotent; a reused id with other content is a
 # bad line.
-REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 
 oneTimeSetUp() {
-  stack_start || return 1
-  export DELAYER_EVENTS=0
-  D init --topic orders --topic audit >/dev/null || return 1
+  suite_up orders audit || return 1
   TMPD=$(mktemp -d)
   # The input: 10,000 lines; every 500th line (from line 250) is bad in one
   # of several ways; every 3rd line has an explicit id; every 40th is due
@@ -84,8 +79,7 @@ PY
 
 oneTimeTearDown() {
   rm -rf -- "$TMPD"
-  cli_cleanup
-  stack_stop
+  suite_down
 }
 
 test_import_reports_bad_lines() {

@@ -4,18 +4,13 @@
 # 1.x, botocore) first on PATH, and boto3's TypeDeserializer. The reverse
 # too: an item written by the aws CLI in the documented format is a
 # schedule delayer reads and cancels.
-REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 ID=$'inter"op #1: \'x\'\nline2'
 PAYLOAD=$'{"order": 42, "note": "caf\xc3\xa9 \\"quoted\\"\\n"}\nsecond line'
 
 oneTimeSetUp() {
-  stack_start || return 1
-  export DELAYER_EVENTS=0
-  D init --topic orders >/dev/null || return 1
+  suite_up orders || return 1
   D schedule --in 3h --topic orders --payload "$PAYLOAD" --attr kind=order --attr region=eu-west-1 --id "$ID" >/dev/null || return 1
   KEY=$(python3 -c 'import json,sys; print(json.dumps({"id": {"S": sys.argv[1]}}))' "$ID")
   ITEM=$(aws dynamodb get-item --endpoint-url "$AWS_ENDPOINT_URL_DYNAMODB" --table-name "$PFX-schedules" \
@@ -23,8 +18,7 @@ oneTimeSetUp() {
 }
 
 oneTimeTearDown() {
-  cli_cleanup
-  stack_stop
+  suite_down
 }
 
 # py EXPR: evaluates EXPR with it = the aws CLI's Item (DynamoDB JSON).

@@ -8,37 +8,25 @@
 # published == N, lateness histogram count == N, PublishBatch ok requests in
 # 1..N, what sns-publish sent == what state-update received, /healthz and
 # /readyz 200. An address already taken is exit 111 with a clear error.
-REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 TDIR=$(mktemp -d "${TMPDIR:-/tmp}/delayer-metrics.XXXXXX")
 PIPE_PID=
 
 oneTimeSetUp() {
-  stack_start || return 1
-  export DELAYER_EVENTS=0
-  D init --topic t >/dev/null || return 1
+  suite_up t || return 1
 }
 
 oneTimeTearDown() {
   stop_pipeline
-  cli_cleanup
   [ -n "${KEEP_TDIR:-}" ] || rm -rf -- "$TDIR"
-  stack_stop
+  suite_down
 }
 
+# Every stage's stderr is checked for sanitizer reports.
 tearDown() {
   stop_pipeline
-  local f
-  for f in "$TDIR"/*.log; do
-    [ -f "$f" ] || continue
-    if grep -qE 'Sanitizer|runtime error:' "$f"; then
-      fail "sanitizer report in $(basename "$f")"
-      grep -E -A12 'Sanitizer|runtime error:' "$f" | head -40
-    fi
-  done
+  check_stage_logs "$TDIR"
 }
 
 # ------------------------------------------------------------ helpers
@@ -81,16 +69,6 @@ value() {
 # sum FILE PREFIX: sum of every series whose name{labels} starts with PREFIX.
 sum_of() {
   awk -v p="$2" 'index($1, p) == 1 { v += $2 } END { printf "%d\n", v }' "$1"
-}
-
-wait_until() {
-  local t=$1 i
-  shift
-  for i in $(seq 1 $((t * 5))); do
-    "$@" && return 0
-    sleep 0.2
-  done
-  return 1
 }
 
 published_is() { scrape "$PUB" >"$TDIR/pub.prom" && [ "$(value "$TDIR/pub.prom" delayer_published_total)" -ge "$1" ]; }

@@ -3,22 +3,17 @@
 # the local stack. What arrives is read by `delayer watch --json` (a queue
 # subscribed to the topic, raw delivery): every schedule exactly once, never
 # before its due time, and the state table agrees.
-. "$(dirname "$0")/../lib/stack.sh"
-. "$(dirname "$0")/../lib/cli.sh"
+. "$(dirname "$0")/../lib/suite.sh"
 
 SUP="$REPO/scripts/delayer-supervise"
 
 oneTimeSetUp() {
-  stack_start || fail "stack"
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/delayer-e2e.XXXXXX")
-  export DELAYER_BIN=$BIN
+  work_up e2e
 }
 
 oneTimeTearDown() {
   [ -n "${RUN:-}" ] && "$SUP" -c "$CONF" -d "$RUN" stop >/dev/null 2>&1
-  stack_stop
-  cli_cleanup
-  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+  work_down
 }
 
 # A deployment with a 5 s window (most schedules go through the state table;

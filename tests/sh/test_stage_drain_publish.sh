@@ -11,10 +11,7 @@
 # dead-letter queue, where `sqs-drain --queue dead` reports it; a crash
 # between commit and publish is repaired by the redelivery; SIGTERM hands
 # held messages back, and a new instance publishes them.
-REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 TDIR=$(mktemp -d "${TMPDIR:-/tmp}/delayer-dp.XXXXXX")
 EP="ipc://$TDIR/publish.sock"
@@ -22,27 +19,20 @@ DRAIN_PID=
 PUB_PID=
 
 oneTimeSetUp() {
-  stack_start || return 1
-  export DELAYER_EVENTS=0
-  D init --topic t --topic gone >/dev/null || return 1
+  suite_up t gone || return 1
   DELAY_URL=$(queue_url "$PFX-delay") || return 1
   DEAD_URL=$(queue_url "$PFX-dead") || return 1
   # A short visibility timeout keeps the redelivery tests quick (and makes
   # sns-publish extend the visibility of what it holds longer than 3 s).
   sqs SetQueueAttributes "{\"QueueUrl\":\"$DELAY_URL\",\"Attributes\":{\"VisibilityTimeout\":\"6\"}}" >/dev/null || return 1
-  sqs CreateQueue "{\"QueueName\":\"$PFX-sub\"}" >/dev/null || return 1
-  SUB_URL=$(queue_url "$PFX-sub") || return 1
   TOPIC=$(topic_arn t) || return 1
-  "$BIN/aws-call" sns Subscribe TopicArn="$TOPIC" Protocol=sqs \
-    Endpoint="arn:aws:sqs:${AWS_REGION:-us-east-1}:000000000000:$PFX-sub" \
-    Attributes.entry.1.key=RawMessageDelivery Attributes.entry.1.value=true >/dev/null || return 1
+  SUB_URL=$(sub_queue "$PFX-sub" "$TOPIC") || return 1
 }
 
 oneTimeTearDown() {
   stop_stages
-  cli_cleanup
   [ -n "${KEEP_TDIR:-}" ] || rm -rf -- "$TDIR"
-  stack_stop
+  suite_down
 }
 
 setUp() {
@@ -54,31 +44,10 @@ setUp() {
 # point at an ASan/UBSan build), then kept aside.
 tearDown() {
   stop_stages
-  local f
-  for f in "$TDIR"/*.log; do
-    [ -f "$f" ] || continue
-    if grep -qE 'Sanitizer|runtime error:' "$f"; then
-      fail "sanitizer report in $(basename "$f")"
-      grep -E -A12 'Sanitizer|runtime error:' "$f" | head -40
-    fi
-    cat "$f" >>"$f.all"
-    rm -f "$f"
-  done
+  check_stage_logs "$TDIR" keep
 }
 
 # ------------------------------------------------------------ helpers
-
-sqs() { "$BIN/aws-call" sqs "$@"; }
-
-queue_url() {
-  sqs GetQueueUrl "{\"QueueName\":\"$1\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["QueueUrl"])'
-}
-
-# topic_arn NAME: the ARN the deployment recorded for topic NAME.
-topic_arn() {
-  "$BIN/aws-call" dynamodb GetItem "{\"TableName\":\"$PFX-meta\",\"Key\":{\"k\":{\"S\":\"topic#$1\"}}}" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["Item"]["arn"]["S"])'
-}
 
 # visible URL: messages in the queue, visible + in flight + delayed.
 queue_depth() {
@@ -154,17 +123,6 @@ wait_delivered() {
   local i
   for i in $(seq 1 $(($2 * 5))); do
     [ "$(delivered_count)" -ge "$1" ] && return 0
-    sleep 0.2
-  done
-  return 1
-}
-
-# wait_until SECONDS CMD...: until CMD succeeds.
-wait_until() {
-  local t=$1 i
-  shift
-  for i in $(seq 1 $((t * 5))); do
-    "$@" && return 0
     sleep 0.2
   done
   return 1

@@ -4,10 +4,7 @@
 # idempotent re-runs, shards, a lapsed claim taken over, catch-up after
 # downtime, bad input lines, and a long-running pair over ipc:// stopped
 # with SIGTERM. Each test uses its own deployment prefix (own table, queue).
-REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 
 oneTimeSetUp() {
   stack_start || return 1
@@ -19,11 +16,8 @@ oneTimeSetUp() {
 oneTimeTearDown() {
   # DELAYER_KEEP_LOGS=1 keeps the stages' logs for a look after a failure.
   if [ "${DELAYER_KEEP_LOGS:-}" = 1 ]; then echo "logs kept in $WORK" >&2; else rm -rf -- "$WORK"; fi
-  cli_cleanup
-  stack_stop
+  suite_down
 }
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # A fresh deployment for the current test, with a 5 s window: schedules
 # due later are written NEW, and the scanner claims them 5 s ahead. (The
@@ -54,19 +48,6 @@ import json, sys
 for line in sys.stdin:
     r = json.loads(line)
     print(r["id"], r.get("report"), r.get("from", "-"))'
-}
-
-# attr ID NAME: the attribute's S/N value in the raw item ("" if absent).
-attr() {
-  HOOK item "$1" | python3 -c '
-import json, sys
-v = json.load(sys.stdin).get(sys.argv[1])
-print("" if v is None else v.get("S", v.get("N", json.dumps(v))))' "$2"
-}
-
-queue_url() {
-  "$BIN/aws-call" sqs GetQueueUrl "{\"QueueName\":\"$1\"}" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["QueueUrl"])'
 }
 
 # receive URL WAIT_S: one ReceiveMessage; prints "ID RECEIVED_MS BODY_KEYS" per message.

@@ -5,31 +5,21 @@
 # and deletes the dead-letter message; invalid ends INVALID; replays change
 # nothing; lifecycle events reach a queue subscribed to the events topic,
 # and none with --no-events / DELAYER_EVENTS=0.
-REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 
 oneTimeSetUp() {
-  stack_start || return 1
-  export DELAYER_EVENTS=0   # the CLI's own events stay out of the events queue
-  D init --topic t >/dev/null || return 1
+  suite_up t || return 1   # DELAYER_EVENTS=0: the CLI's own events stay out of the events queue
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/delayer-update.XXXXXX")
   events_queue || return 1
 }
 
 oneTimeTearDown() {
   [ -n "${WORK:-}" ] && rm -rf -- "$WORK"
-  cli_cleanup
-  stack_stop
+  suite_down
 }
 
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
 jget() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-
-queue_url() { "$BIN/aws-call" sqs GetQueueUrl "{\"QueueName\":\"$1\"}" | jget QueueUrl; }
 
 # A queue subscribed to the events topic (SNS envelope: the attributes are
 # in the body's MessageAttributes).
@@ -63,14 +53,6 @@ for m in json.load(sys.stdin).get("Messages", []):
 }
 
 sched() { D schedule --in 2h --topic t --payload "payload of $1" --id "$1" >/dev/null || fail "schedule $1"; }
-
-# attr ID NAME: the attribute's S/N value in the raw item ("" if absent).
-attr() {
-  HOOK item "$1" | python3 -c '
-import json, sys
-v = json.load(sys.stdin).get(sys.argv[1])
-print("" if v is None else v.get("S", v.get("N", json.dumps(v))))' "$2"
-}
 
 # rep ID REPORT [KEY=VALUE]...: the report line a stage would send for the
 # record as it is in the table (numbers for lease/rc).

@@ -3,31 +3,15 @@
 # the CLI or by the store functions the pipeline stages call (through the
 # test hook), several forbidden ones (refused, record unchanged), two
 # concurrent cancels, and cancels racing the pipeline's publish commit.
-REPO=$(cd -P -- "$(dirname -- "$0")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 
 oneTimeSetUp() {
-  stack_start || return 1
-  export DELAYER_EVENTS=0
-  D init --topic t >/dev/null || return 1
+  suite_up t || return 1
 }
 
 oneTimeTearDown() {
-  cli_cleanup
-  stack_stop
-}
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-# attr ID NAME: the attribute's S/N value in the raw item ("" if absent).
-attr() {
-  HOOK item "$1" | python3 -c '
-import json, sys
-v = json.load(sys.stdin).get(sys.argv[1])
-print("" if v is None else v.get("S", v.get("N", json.dumps(v))))' "$2"
+  suite_down
 }
 
 state() { attr "$1" state; }

@@ -12,11 +12,7 @@
 # Every valgrind log is checked ("ERROR SUMMARY: 0"); a failure prints the
 # first error. Binaries built with AddressSanitizer (make sanitize) cannot
 # run under valgrind: the suite is then skipped (the plain run covers it).
-export SHUNIT_COLOR=none
-REPO=$(cd -P -- "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 SKIP_WHY=
 VG=(valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99
@@ -28,16 +24,13 @@ oneTimeSetUp() {
     SKIP_WHY="$BIN holds sanitizer builds (valgrind cannot run them; the plain build's run covers this)"
     return 0
   fi
-  stack_start || return 1
   W=$(mktemp -d "${TMPDIR:-/tmp}/delayer-vg.XXXXXX") || return 1
-  export DELAYER_EVENTS=0
-  D init --topic t >/dev/null || return 1
+  suite_up t || return 1
 }
 
 oneTimeTearDown() {
-  cli_cleanup
   [ -n "${W:-}" ] && [ -z "${KEEP_TDIR:-}" ] && rm -rf -- "$W"
-  stack_stop
+  suite_down
 }
 
 setUp() {
