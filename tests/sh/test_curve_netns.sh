@@ -24,6 +24,7 @@ BIN=${DELAYER_BIN:-bin}
 case $BIN in /*) ;; *) BIN=$REPO/$BIN ;; esac
 UNIT=${DELAYER_UNIT:-build/tests}
 case $UNIT in /*) ;; *) UNIT=$REPO/$UNIT ;; esac
+. tests/lib/netns.sh
 CAT=$UNIT/zpipe-cat
 NSA=dlyA$$ NSB=dlyB$$ VA=vdA$$ VB=vdB$$
 ADDR_A=10.231.7.1 ADDR_B=10.231.7.2
@@ -44,21 +45,8 @@ oneTimeSetUp() {
 }
 
 netns_up() {
-  local out
   if ! command -v ip >/dev/null; then NETNS_WHY="iproute2 (ip) not installed"; return 0; fi
-  if ! out=$(ip netns add "$NSA" 2>&1); then
-    NETNS_WHY="cannot create a network namespace (needs root / CAP_NET_ADMIN): $out"
-    return 0
-  fi
-  ip netns add "$NSB" &&
-    ip link add "$VA" type veth peer name "$VB" &&
-    ip link set "$VA" netns "$NSA" && ip link set "$VB" netns "$NSB" &&
-    ip -n "$NSA" addr add "$ADDR_A/24" dev "$VA" && ip -n "$NSB" addr add "$ADDR_B/24" dev "$VB" &&
-    ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up &&
-    ip -n "$NSA" link set "$VA" up && ip -n "$NSB" link set "$VB" up || {
-    NETNS_WHY="network namespace setup failed"
-    return 0
-  }
+  netns_pair "$NSA" "$NSB" "$VA" "$VB" "$ADDR_A" "$ADDR_B" || { NETNS_WHY=$NETNS_ERR; return 0; }
   local _
   # up when a connect to a closed port is answered (refused), not timed out
   for _ in $(seq 1 50); do
@@ -71,9 +59,7 @@ netns_up() {
 oneTimeTearDown() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  ip netns del "$NSA" 2>/dev/null
-  ip netns del "$NSB" 2>/dev/null
-  ip link del "$VA" 2>/dev/null
+  netns_del "$NSA" "$NSB" "$VA"
   [ -n "${W:-}" ] && rm -rf -- "$W"
 }
 

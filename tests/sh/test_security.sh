@@ -18,11 +18,8 @@
 #            subscribed to the topic).
 # The namespace test needs root (CAP_NET_ADMIN) and openssl; without them it
 # is SKIPPED with the reason.
-export SHUNIT_COLOR=none
-REPO=$(cd -P -- "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/../.." && pwd -P)
-cd "$REPO" || exit 1
-. tests/lib/stack.sh
-. tests/lib/cli.sh
+. "$(dirname "$0")/../lib/suite.sh"
+. tests/lib/netns.sh
 PFX=$(new_prefix)
 NSS=dlyS$$ NSC=dlyC$$ VS=vdS$$ VC=vdC$$
 ADDR_S=10.231.8.1 ADDR_C=10.231.8.2
@@ -33,39 +30,21 @@ AKID=AKIDSECURITYTEST$$
 PIDS=()
 
 oneTimeSetUp() {
-  stack_start || return 1
   W=$(mktemp -d "${TMPDIR:-/tmp}/delayer-sec.XXXXXX") || return 1
-  export DELAYER_EVENTS=0
-  D init --topic t >/dev/null || return 1
+  suite_up t || return 1
   TOPIC=$(topic_arn t) || return 1
-  sqs CreateQueue "{\"QueueName\":\"$PFX-sub\"}" >/dev/null || return 1
-  SUB_URL=$(queue_url "$PFX-sub") || return 1
-  "$BIN/aws-call" sns Subscribe TopicArn="$TOPIC" Protocol=sqs \
-    Endpoint="arn:aws:sqs:${AWS_REGION:-us-east-1}:000000000000:$PFX-sub" \
-    Attributes.entry.1.key=RawMessageDelivery Attributes.entry.1.value=true >/dev/null || return 1
+  SUB_URL=$(sub_queue "$PFX-sub" "$TOPIC") || return 1
 }
 
 oneTimeTearDown() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  ip netns del "$NSS" 2>/dev/null
-  ip netns del "$NSC" 2>/dev/null
-  ip link del "$VS" 2>/dev/null
-  cli_cleanup
+  netns_del "$NSS" "$NSC" "$VS"
   [ -n "${W:-}" ] && [ -z "${KEEP_TDIR:-}" ] && rm -rf -- "$W"
-  stack_stop
+  suite_down
 }
 
 # ------------------------------------------------------------ helpers
-
-sqs() { "$BIN/aws-call" sqs "$@"; }
-queue_url() {
-  sqs GetQueueUrl "{\"QueueName\":\"$1\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["QueueUrl"])'
-}
-topic_arn() {
-  "$BIN/aws-call" dynamodb GetItem "{\"TableName\":\"$PFX-meta\",\"Key\":{\"k\":{\"S\":\"topic#$1\"}}}" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["Item"]["arn"]["S"])'
-}
 
 skip_because() {
   echo "SKIP: $1"
@@ -78,19 +57,7 @@ skip_because() {
 
 tls_netns_up() {
   command -v openssl >/dev/null || { TLS_WHY="openssl not installed"; return 1; }
-  local out
-  if ! out=$(ip netns add "$NSS" 2>&1); then
-    TLS_WHY="cannot create a network namespace (needs root / CAP_NET_ADMIN): $out"
-    return 1
-  fi
-  ip netns add "$NSC" && ip link add "$VS" type veth peer name "$VC" &&
-    ip link set "$VS" netns "$NSS" && ip link set "$VC" netns "$NSC" &&
-    ip -n "$NSS" addr add "$ADDR_S/24" dev "$VS" && ip -n "$NSC" addr add "$ADDR_C/24" dev "$VC" &&
-    ip -n "$NSS" link set lo up && ip -n "$NSC" link set lo up &&
-    ip -n "$NSS" link set "$VS" up && ip -n "$NSC" link set "$VC" up || {
-    TLS_WHY="network namespace setup failed"
-    return 1
-  }
+  netns_pair "$NSS" "$NSC" "$VS" "$VC" "$ADDR_S" "$ADDR_C" || { TLS_WHY=$NETNS_ERR; return 1; }
   openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=$ADDR_S" \
     -addext "subjectAltName=IP:$ADDR_S" -keyout "$W/tls.key" -out "$W/tls.crt" >/dev/null 2>&1 || {
     TLS_WHY="openssl could not make a certificate"
