@@ -2,6 +2,7 @@
  * reference exactly; replies are read with xml.h, which cannot be fooled by
  * CDATA or escaped markup in message texts. */
 #include "sns.h"
+#include "awsop.h"
 #include "xml.h"
 
 #include <stdarg.h>
@@ -10,16 +11,6 @@
 #include <string.h>
 
 /* ---- plumbing ---------------------------------------------------------- */
-
-static int sns_fail(aws_err *e, const char *code, const char *msg)
-{
-    if (!e) return -1;
-    snprintf(e->code, sizeof e->code, "%s", code);
-    snprintf(e->message, sizeof e->message, "%s", msg);
-    for (char *p = e->message; *p; p++)
-        if ((unsigned char)*p < 0x20) *p = ' ';
-    return -1;
-}
 
 /* Starts a form with Action and Version. */
 static void sns_form(buf_t *f, const char *action)
@@ -71,7 +62,7 @@ static int sns_reply_text(const buf_t *resp, const char *name, buf_t *out, aws_e
     if (xml_text(buf_str(resp), resp->len, name, out) == 0) return 0;
     char m[160];
     snprintf(m, sizeof m, "reply has no %s", name);
-    return sns_fail(e, "InvalidReply", m);
+    return awsop_fail(e, "InvalidReply", m);
 }
 
 /* Calls whose one result is the text of element `name` (e.g. TopicArn). */
@@ -216,7 +207,7 @@ int sns_publish(aws_client *c, const char *topic_arn, const char *message,
 }
 
 /* Index of the entry whose Id is `id`, or -1. */
-static int sns_match_id(const char *id, char ids[][88], size_t n)
+static int sns_match_id(const char *id, char ids[][AWSOP_ID_MAX], size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (strcmp(ids[i], id) == 0) return (int)i;
@@ -233,7 +224,7 @@ static void sns_copy(const char *x, size_t ms, size_t me, const char *name, char
 }
 
 /* One <member> of <Successful> (ok) or <Failed> into its entry's result. */
-static void sns_read_member(const char *x, size_t ms, size_t me, int ok, char ids[][88], size_t n,
+static void sns_read_member(const char *x, size_t ms, size_t me, int ok, char ids[][AWSOP_ID_MAX], size_t n,
                             aws_entry_result *res, buf_t *tmp)
 {
     if (xml_find(x, me, ms, "Id", tmp, NULL, NULL) < 0) return;
@@ -254,16 +245,12 @@ static void sns_read_member(const char *x, size_t ms, size_t me, int ok, char id
 
 /* Maps <Successful> and <Failed> back to results[] by Id. Entries the reply
  * does not mention are failed with code "MissingResult". */
-static void sns_batch_results(const buf_t *resp, char ids[][88], size_t n, aws_entry_result *res)
+static void sns_batch_results(const buf_t *resp, char ids[][AWSOP_ID_MAX], size_t n, aws_entry_result *res)
 {
     const char *x = buf_str(resp);
     static const char *const lists[] = { "Failed", "Successful" };
     buf_t tmp = BUF_INIT;
-    memset(res, 0, n * sizeof *res);
-    for (size_t i = 0; i < n; i++) {
-        snprintf(res[i].code, sizeof res[i].code, "MissingResult");
-        snprintf(res[i].message, sizeof res[i].message, "entry not in the batch reply");
-    }
+    awsop_results_init(res, n);
     for (int l = 0; l < 2; l++) {
         size_t ls, le, ms, me, from;
         if (xml_find(x, resp->len, 0, lists[l], NULL, &ls, &le) < 0) continue;
@@ -276,18 +263,15 @@ static void sns_batch_results(const buf_t *resp, char ids[][88], size_t n, aws_e
 int sns_publish_batch(aws_client *c, const char *topic_arn, const sns_publish_entry *entries,
                       size_t n, aws_entry_result *results, aws_err *e)
 {
-    if (e) memset(e, 0, sizeof *e);
-    if (n == 0) return sns_fail(e, "EmptyBatchRequest", "a batch needs at least one entry");
-    if (n > SNS_BATCH_MAX) return sns_fail(e, "TooManyEntriesInBatchRequest", "a batch holds at most 10 entries");
-    char ids[SNS_BATCH_MAX][88];
+    if (awsop_check_batch(n, SNS_BATCH_MAX, e) < 0) return -1;
+    char ids[SNS_BATCH_MAX][AWSOP_ID_MAX];
     buf_t f = BUF_INIT, resp = BUF_INIT;
     sns_form(&f, "PublishBatch");
     aws_form_add(&f, "TopicArn", topic_arn);
     for (size_t i = 0; i < n; i++) {
         const sns_publish_entry *en = &entries[i];
         char prefix[64];
-        if (en->id) snprintf(ids[i], sizeof ids[i], "%s", en->id);
-        else snprintf(ids[i], sizeof ids[i], "%zu", i);
+        awsop_entry_id(ids[i], en->id, i);
         snprintf(prefix, sizeof prefix, "PublishBatchRequestEntries.member.%zu.", i + 1);
         sns_formf(&f, ids[i], "%sId", prefix);
         sns_formf(&f, en->message, "%sMessage", prefix);

@@ -1,6 +1,7 @@
 /* sqs.c: typed SQS calls (JSON protocol). Requests are built with the json.h
  * writer, so every string is escaped; replies are read with json.h. */
 #include "sqs.h"
+#include "awsop.h"
 #include "json.h"
 
 #include <stdio.h>
@@ -8,17 +9,6 @@
 #include <string.h>
 
 /* ---- plumbing ---------------------------------------------------------- */
-
-/* A failure found on our side (bad argument, unreadable reply). */
-static int sqs_fail(aws_err *e, const char *code, const char *msg)
-{
-    if (!e) return -1;
-    snprintf(e->code, sizeof e->code, "%s", code);
-    snprintf(e->message, sizeof e->message, "%s", msg);
-    for (char *p = e->message; *p; p++)
-        if ((unsigned char)*p < 0x20) *p = ' ';
-    return -1;
-}
 
 /* Sends body (a complete JSON object) to AmazonSQS.<op>. When d is given,
  * the reply is parsed into it (d refers to resp: keep resp alive). */
@@ -35,7 +25,7 @@ static int sqs_call(aws_client *c, const char *op, const buf_t *body, buf_t *res
     if (json_parse(d, src, len) < 0 || json_type(d, 0) != JSON_OBJ) {
         char m[200];
         snprintf(m, sizeof m, "unreadable %s reply: %s", op, d->err[0] ? d->err : "not an object");
-        return sqs_fail(e, "InvalidReply", m);
+        return awsop_fail(e, "InvalidReply", m);
     }
     return 0;
 }
@@ -49,6 +39,16 @@ static void sqs_begin(json_w *w, buf_t *b, const char *queue_url)
         jw_key(w, "QueueUrl");
         jw_str(w, queue_url);
     }
+}
+
+/* Closes the request begun in b, sends it as op and frees b: for the calls
+ * whose reply carries nothing we read. */
+static int sqs_end_call(aws_client *c, const char *op, json_w *w, buf_t *b, aws_err *e)
+{
+    jw_obj_end(w);
+    int rc = sqs_call(c, op, b, NULL, NULL, e);
+    buf_free(b);
+    return rc;
 }
 
 /* Copies the string member `key` of object o into out; -1 if absent. */
@@ -102,7 +102,7 @@ static int sqs_queue_url_call(aws_client *c, const char *op, const buf_t *body, 
     json_doc d = {0};
     int rc = sqs_call(c, op, body, &resp, &d, e);
     if (rc == 0 && sqs_get_str(&d, 0, "QueueUrl", url) < 0)
-        rc = sqs_fail(e, "InvalidReply", "reply has no QueueUrl");
+        rc = awsop_fail(e, "InvalidReply", "reply has no QueueUrl");
     json_free(&d);
     buf_free(&resp);
     return rc;
@@ -172,7 +172,7 @@ int sqs_get_queue_attribute(aws_client *c, const char *queue_url, const char *na
     } else if (rc == 0) {
         char m[160];
         snprintf(m, sizeof m, "queue attribute %.100s not returned", name);
-        rc = sqs_fail(e, "MissingAttribute", m);
+        rc = awsop_fail(e, "MissingAttribute", m);
     }
     aws_pairs_free(&p);
     return rc;
@@ -185,10 +185,7 @@ int sqs_set_queue_attributes(aws_client *c, const char *queue_url, const aws_kv 
     json_w w;
     sqs_begin(&w, &b, queue_url);
     sqs_write_kv_obj(&w, "Attributes", attrs, nattrs);
-    jw_obj_end(&w);
-    int rc = sqs_call(c, "SetQueueAttributes", &b, NULL, NULL, e);
-    buf_free(&b);
-    return rc;
+    return sqs_end_call(c, "SetQueueAttributes", &w, &b, e);
 }
 
 /* Calls whose request is just {"QueueUrl": ...} and whose reply is empty. */
@@ -197,10 +194,7 @@ static int sqs_url_only(aws_client *c, const char *op, const char *queue_url, aw
     buf_t b = BUF_INIT;
     json_w w;
     sqs_begin(&w, &b, queue_url);
-    jw_obj_end(&w);
-    int rc = sqs_call(c, op, &b, NULL, NULL, e);
-    buf_free(&b);
-    return rc;
+    return sqs_end_call(c, op, &w, &b, e);
 }
 
 int sqs_delete_queue(aws_client *c, const char *queue_url, aws_err *e)
@@ -215,24 +209,8 @@ int sqs_purge_queue(aws_client *c, const char *queue_url, aws_err *e)
 
 /* ---- batches ------------------------------------------------------------- */
 
-/* Checks the entry count: AWS refuses 0 and more than 10, so do we, early. */
-static int sqs_check_batch(size_t n, aws_err *e)
-{
-    if (e) memset(e, 0, sizeof *e);
-    if (n == 0) return sqs_fail(e, "EmptyBatchRequest", "a batch needs at least one entry");
-    if (n > SQS_BATCH_MAX) return sqs_fail(e, "TooManyEntriesInBatchRequest", "a batch holds at most 10 entries");
-    return 0;
-}
-
-/* The entry's Id as sent: the caller's, or its index. */
-static void sqs_entry_id(char dst[88], const char *id, size_t i)
-{
-    if (id) snprintf(dst, 88, "%s", id);
-    else snprintf(dst, 88, "%zu", i);
-}
-
 /* Index of the entry whose Id is at token t, or -1. */
-static int sqs_match_id(json_doc *d, int t, char ids[][88], size_t n)
+static int sqs_match_id(json_doc *d, int t, char ids[][AWSOP_ID_MAX], size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (json_streq(d, t, ids[i])) return (int)i;
@@ -246,14 +224,10 @@ static void sqs_copy_member(json_doc *d, int o, const char *key, char *dst, size
 
 /* Maps "Successful" and "Failed" back to results[] by Id. Entries the reply
  * does not mention are failed with code "MissingResult". */
-static void sqs_batch_results(json_doc *d, char ids[][88], size_t n, aws_entry_result *res)
+static void sqs_batch_results(json_doc *d, char ids[][AWSOP_ID_MAX], size_t n, aws_entry_result *res)
 {
     buf_t tmp = BUF_INIT;
-    memset(res, 0, n * sizeof *res);
-    for (size_t i = 0; i < n; i++) {
-        snprintf(res[i].code, sizeof res[i].code, "MissingResult");
-        snprintf(res[i].message, sizeof res[i].message, "entry not in the batch reply");
-    }
+    awsop_results_init(res, n);
     int ok = json_get(d, 0, "Successful");
     for (int t = json_first(d, ok); t >= 0; t = json_after(d, ok, t)) {
         int i = sqs_match_id(d, json_get(d, t, "Id"), ids, n);
@@ -274,16 +248,40 @@ static void sqs_batch_results(json_doc *d, char ids[][88], size_t n, aws_entry_r
     buf_free(&tmp);
 }
 
-/* Runs a batch request whose body is complete and whose ids are known. */
-static int sqs_batch_call(aws_client *c, const char *op, const buf_t *body, char ids[][88], size_t n,
-                          aws_entry_result *results, aws_err *e)
+/* Every *Batch request is {"QueueUrl":...,"Entries":[{"Id":...,...},...]}:
+ * sqs_batch_begin checks the entry count (AWS refuses 0 and more than 10,
+ * so do we, early) and opens it, sqs_batch_entry opens entry i's object with its
+ * Id (the caller writes the rest and closes it), sqs_batch_end closes the
+ * request, sends it and maps the reply back to results[] by Id. */
+static int sqs_batch_begin(json_w *w, buf_t *b, const char *queue_url, size_t n, aws_err *e)
+{
+    if (awsop_check_batch(n, SQS_BATCH_MAX, e) < 0) return -1;
+    sqs_begin(w, b, queue_url);
+    jw_key(w, "Entries");
+    jw_arr(w);
+    return 0;
+}
+
+static void sqs_batch_entry(json_w *w, char ids[][AWSOP_ID_MAX], size_t i, const char *id)
+{
+    awsop_entry_id(ids[i], id, i);
+    jw_obj(w);
+    jw_key(w, "Id");
+    jw_str(w, ids[i]);
+}
+
+static int sqs_batch_end(aws_client *c, const char *op, json_w *w, buf_t *b, char ids[][AWSOP_ID_MAX], size_t n,
+                         aws_entry_result *results, aws_err *e)
 {
     buf_t resp = BUF_INIT;
     json_doc d = {0};
-    int rc = sqs_call(c, op, body, &resp, &d, e);
+    jw_arr_end(w);
+    jw_obj_end(w);
+    int rc = sqs_call(c, op, b, &resp, &d, e);
     if (rc == 0) sqs_batch_results(&d, ids, n, results);
     json_free(&d);
     buf_free(&resp);
+    buf_free(b);
     return rc;
 }
 
@@ -304,7 +302,7 @@ int sqs_send_message(aws_client *c, const char *queue_url, const char *body, int
     jw_obj_end(&w);
     int rc = sqs_call(c, "SendMessage", &b, &resp, &d, e);
     if (rc == 0 && message_id && sqs_get_str(&d, 0, "MessageId", message_id) < 0)
-        rc = sqs_fail(e, "InvalidReply", "SendMessage reply has no MessageId");
+        rc = awsop_fail(e, "InvalidReply", "SendMessage reply has no MessageId");
     json_free(&d);
     buf_free(&b);
     buf_free(&resp);
@@ -314,18 +312,12 @@ int sqs_send_message(aws_client *c, const char *queue_url, const char *body, int
 int sqs_send_batch(aws_client *c, const char *queue_url, const sqs_send_entry *entries, size_t n,
                    aws_entry_result *results, aws_err *e)
 {
-    if (sqs_check_batch(n, e) < 0) return -1;
-    char ids[SQS_BATCH_MAX][88];
+    char ids[SQS_BATCH_MAX][AWSOP_ID_MAX];
     buf_t b = BUF_INIT;
     json_w w;
-    sqs_begin(&w, &b, queue_url);
-    jw_key(&w, "Entries");
-    jw_arr(&w);
+    if (sqs_batch_begin(&w, &b, queue_url, n, e) < 0) return -1;
     for (size_t i = 0; i < n; i++) {
-        sqs_entry_id(ids[i], entries[i].id, i);
-        jw_obj(&w);
-        jw_key(&w, "Id");
-        jw_str(&w, ids[i]);
+        sqs_batch_entry(&w, ids, i, entries[i].id);
         jw_key(&w, "MessageBody");
         jw_str(&w, entries[i].body);
         jw_key(&w, "DelaySeconds");
@@ -333,11 +325,7 @@ int sqs_send_batch(aws_client *c, const char *queue_url, const sqs_send_entry *e
         sqs_write_msg_attrs(&w, entries[i].attrs, entries[i].nattrs);
         jw_obj_end(&w);
     }
-    jw_arr_end(&w);
-    jw_obj_end(&w);
-    int rc = sqs_batch_call(c, "SendMessageBatch", &b, ids, n, results, e);
-    buf_free(&b);
-    return rc;
+    return sqs_batch_end(c, "SendMessageBatch", &w, &b, ids, n, results, e);
 }
 
 /* "MessageAttributes": {"k": {"DataType": "String", "StringValue": "v"}} */
@@ -433,10 +421,7 @@ int sqs_delete_message(aws_client *c, const char *queue_url, const char *receipt
     sqs_begin(&w, &b, queue_url);
     jw_key(&w, "ReceiptHandle");
     jw_str(&w, receipt_handle);
-    jw_obj_end(&w);
-    int rc = sqs_call(c, "DeleteMessage", &b, NULL, NULL, e);
-    buf_free(&b);
-    return rc;
+    return sqs_end_call(c, "DeleteMessage", &w, &b, e);
 }
 
 int sqs_change_visibility(aws_client *c, const char *queue_url, const char *receipt_handle,
@@ -449,10 +434,7 @@ int sqs_change_visibility(aws_client *c, const char *queue_url, const char *rece
     jw_str(&w, receipt_handle);
     jw_key(&w, "VisibilityTimeout");
     jw_i64(&w, seconds);
-    jw_obj_end(&w);
-    int rc = sqs_call(c, "ChangeMessageVisibility", &b, NULL, NULL, e);
-    buf_free(&b);
-    return rc;
+    return sqs_end_call(c, "ChangeMessageVisibility", &w, &b, e);
 }
 
 /* DeleteMessageBatch and ChangeMessageVisibilityBatch share their shape. */
@@ -460,18 +442,12 @@ static int sqs_handle_batch(aws_client *c, const char *op, int with_visibility, 
                             const sqs_handle_entry *entries, size_t n, aws_entry_result *results,
                             aws_err *e)
 {
-    if (sqs_check_batch(n, e) < 0) return -1;
-    char ids[SQS_BATCH_MAX][88];
+    char ids[SQS_BATCH_MAX][AWSOP_ID_MAX];
     buf_t b = BUF_INIT;
     json_w w;
-    sqs_begin(&w, &b, queue_url);
-    jw_key(&w, "Entries");
-    jw_arr(&w);
+    if (sqs_batch_begin(&w, &b, queue_url, n, e) < 0) return -1;
     for (size_t i = 0; i < n; i++) {
-        sqs_entry_id(ids[i], entries[i].id, i);
-        jw_obj(&w);
-        jw_key(&w, "Id");
-        jw_str(&w, ids[i]);
+        sqs_batch_entry(&w, ids, i, entries[i].id);
         jw_key(&w, "ReceiptHandle");
         jw_str(&w, entries[i].receipt_handle);
         if (with_visibility) {
@@ -480,11 +456,7 @@ static int sqs_handle_batch(aws_client *c, const char *op, int with_visibility, 
         }
         jw_obj_end(&w);
     }
-    jw_arr_end(&w);
-    jw_obj_end(&w);
-    int rc = sqs_batch_call(c, op, &b, ids, n, results, e);
-    buf_free(&b);
-    return rc;
+    return sqs_batch_end(c, op, &w, &b, ids, n, results, e);
 }
 
 int sqs_delete_batch(aws_client *c, const char *queue_url, const sqs_handle_entry *entries, size_t n,

@@ -292,20 +292,41 @@ static void sep(buf_t *b, const char *s)
     if (b->len) buf_adds(b, s);
 }
 
+/* Appends "#name<op>:vN" to `to`, op being " = ", " < ", " BETWEEN "...:
+ * the one shape of every comparison in keys, conditions and filters. */
+static void term_s(ddx *x, buf_t *to, const char *name, const char *op, const char *v)
+{
+    nm(x, to, name);
+    buf_adds(to, op);
+    vs(x, to, v);
+}
+
+static void term_n(ddx *x, buf_t *to, const char *name, const char *op, int64_t v)
+{
+    nm(x, to, name);
+    buf_adds(to, op);
+    vn(x, to, v);
+}
+
+/* Appends "fn(#name)", e.g. attribute_not_exists(#id). */
+static void term_fn(ddx *x, buf_t *to, const char *fn, const char *name)
+{
+    buf_adds(to, fn);
+    buf_addc(to, '(');
+    nm(x, to, name);
+    buf_addc(to, ')');
+}
+
 static void set_s(ddx *x, const char *name, const char *v)
 {
     sep(&x->set, ", ");
-    nm(x, &x->set, name);
-    buf_adds(&x->set, " = ");
-    vs(x, &x->set, v);
+    term_s(x, &x->set, name, " = ", v);
 }
 
 static void set_n(ddx *x, const char *name, int64_t v)
 {
     sep(&x->set, ", ");
-    nm(x, &x->set, name);
-    buf_adds(&x->set, " = ");
-    vn(x, &x->set, v);
+    term_n(x, &x->set, name, " = ", v);
 }
 
 /* name = if_not_exists(name, 0) + inc */
@@ -327,6 +348,13 @@ static void rem(ddx *x, const char *name)
     nm(x, &x->rem, name);
 }
 
+/* ADD #name :v (counters: DynamoDB adds atomically, creating the item). */
+static void add_n(ddx *x, const char *name, int64_t v)
+{
+    sep(&x->add, ", ");
+    term_n(x, &x->add, name, " ", v);
+}
+
 /* cond: "(... ) AND" chaining; the caller writes the term with nm/vs/vn. */
 static buf_t *cond_and(ddx *x)
 {
@@ -336,10 +364,12 @@ static buf_t *cond_and(ddx *x)
 
 static void cond_eq_s(ddx *x, const char *name, const char *v)
 {
-    buf_t *c = cond_and(x);
-    nm(x, c, name);
-    buf_adds(c, " = ");
-    vs(x, c, v);
+    term_s(x, cond_and(x), name, " = ", v);
+}
+
+static void cond_n(ddx *x, const char *name, const char *op, int64_t v)
+{
+    term_n(x, cond_and(x), name, op, v);
 }
 
 /* state IN (a, b, ...) for n states. */
@@ -516,26 +546,151 @@ static int ddb_call(store *s, const char *op, const buf_t *req, buf_t *resp, aws
     return -1;
 }
 
-static void key_id(json_w *w, const char *id)
+/* json_get, named for reading nested reply members (-1 propagates). */
+static int member(json_doc *d, int obj, const char *name)
 {
-    jw_key(w, "Key");
-    jw_obj(w);
-    ddbw_s(w, "id", id);
-    jw_obj_end(w);
+    return json_get(d, obj, name);
 }
 
-static void key_k(json_w *w, const char *k)
+/* Parses a reply into d; on failure d is freed and s->err reads
+ * "<what>: bad reply: <why>". */
+static int parse_reply(store *s, const char *what, const buf_t *resp, json_doc *d)
 {
-    jw_key(w, "Key");
-    jw_obj(w);
-    ddbw_s(w, "k", k);
-    jw_obj_end(w);
+    if (json_parse(d, resp->p, resp->len) == 0) return STORE_OK;
+    fail(s, "%s: bad reply: %s", what, d->err);
+    json_free(d);
+    return STORE_ERR;
 }
 
-static void table_name(json_w *w, const char *t)
+/* Copies the raw JSON of token t (LastEvaluatedKey, UnprocessedKeys...)
+ * into out, or empties out when t is absent or empty: the next request
+ * sends it back as is. */
+static void take_raw(json_doc *d, int t, buf_t *out)
 {
+    buf_reset(out);
+    if (json_size(d, t) > 0) {
+        size_t n;
+        const char *raw = json_raw(d, t, &n);
+        buf_add(out, raw, n);
+    }
+}
+
+/* One round of a batch call (BatchGetItem, BatchWriteItem) that retries
+ * what DynamoDB left unprocessed: waits before every round but the first
+ * (25 ms doubling, then 2 s), gives up after 13 rounds, and on success
+ * leaves the parsed reply in d. */
+static int batch_round(store *s, const char *op, int attempt, const buf_t *req, buf_t *resp, json_doc *d)
+{
+    aws_err e;
+    char what[64];
+    if (attempt > 0) ms_sleep(attempt > 6 ? 2000 : 25L << attempt);
+    if (attempt > 12)
+        return fail(s, "dynamodb %s: %s still unprocessed after %d attempts", op,
+                    strcmp(op, "BatchWriteItem") ? "keys" : "items", attempt);
+    if (ddb_call(s, op, req, resp, &e) < 0) return STORE_ERR;
+    snprintf(what, sizeof what, "dynamodb %s", op);
+    return parse_reply(s, what, resp, d);
+}
+
+/* The Keys array of a BatchGetItem: {"<name>":{"S":"<key>"}} for each
+ * distinct key (DynamoDB refuses a batch that names a key twice). */
+static void batch_keys(buf_t *out, const char *name, const char *const *keys, size_t n)
+{
+    json_w w;
+    buf_reset(out);
+    jw_init(&w, out);
+    jw_arr(&w);
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < i && strcmp(keys[j], keys[i])) j++;
+        if (j < i) continue;
+        jw_obj(&w);
+        ddbw_s(&w, name, keys[i]);
+        jw_obj_end(&w);
+    }
+    jw_arr_end(&w);
+}
+
+typedef void (*batch_item_fn)(void *ctx, json_doc *d, int item);
+
+/* BatchGetItem on table of the Keys array in `pending`, retrying its
+ * UnprocessedKeys until none is left; fn gets every item returned. The
+ * request is {"RequestItems":{"<table>":{<pre>"Keys":<pending><post>}}}:
+ * pre and post carry the other members (ConsistentRead, projection). */
+static int batch_get(store *s, const char *table, const char *pre, const char *post, buf_t *pending,
+                     batch_item_fn fn, void *ctx)
+{
+    buf_t req = BUF_INIT, resp = BUF_INIT;
+    int rc = STORE_OK;
+    for (int attempt = 0; pending->len > 2; attempt++) {
+        buf_reset(&req);
+        buf_adds(&req, "{\"RequestItems\":{");
+        json_escape(&req, table, strlen(table));
+        buf_printf(&req, ":{%s\"Keys\":", pre);
+        buf_add(&req, pending->p, pending->len);
+        buf_printf(&req, "%s}}}", post);
+        json_doc d;
+        if ((rc = batch_round(s, "BatchGetItem", attempt, &req, &resp, &d)) != STORE_OK) break;
+        int items = member(&d, member(&d, 0, "Responses"), table);
+        for (int it = json_first(&d, items); it >= 0; it = json_after(&d, items, it)) fn(ctx, &d, it);
+        take_raw(&d, member(&d, member(&d, member(&d, 0, "UnprocessedKeys"), table), "Keys"), pending);
+        json_free(&d);
+    }
+    buf_free(&req);
+    buf_free(&resp);
+    return rc;
+}
+
+/* Opens a request object on `table`: {"TableName":"<table>"... (the caller
+ * closes it). */
+static void req_begin(json_w *w, buf_t *req, const char *table)
+{
+    jw_init(w, req);
+    jw_obj(w);
     jw_key(w, "TableName");
-    jw_str(w, t);
+    jw_str(w, table);
+}
+
+/* "Key":{"<name>":{"S":"<v>"}}: both tables have a single string key
+ * (schedules: id, meta: k). */
+static void key_s(json_w *w, const char *name, const char *v)
+{
+    jw_key(w, "Key");
+    jw_obj(w);
+    ddbw_s(w, name, v);
+    jw_obj_end(w);
+}
+
+/* ReturnValues=ALL_OLD, and on_ccf: the same on a failed condition, so one
+ * round trip tells the caller the state it lost to. */
+static void return_old(json_w *w, int on_ccf)
+{
+    jw_key(w, "ReturnValues");
+    jw_str(w, "ALL_OLD");
+    if (on_ccf) {
+        jw_key(w, "ReturnValuesOnConditionCheckFailure");
+        jw_str(w, "ALL_OLD");
+    }
+}
+
+/* GetItem request (strongly consistent) of the item keyed name = v. */
+static void get_item_req(buf_t *req, const char *table, const char *name, const char *v)
+{
+    json_w w;
+    req_begin(&w, req, table);
+    key_s(&w, name, v);
+    jw_key(&w, "ConsistentRead");
+    jw_bool(&w, 1);
+    jw_obj_end(&w);
+}
+
+/* {"TableName":"<table>"}: the whole request of DescribeTable and
+ * DescribeTimeToLive. */
+static void table_req(buf_t *req, const char *table)
+{
+    json_w w;
+    req_begin(&w, req, table);
+    jw_obj_end(&w);
 }
 
 /* Reads the record at token `item` of d into out (when out != NULL). */
@@ -554,11 +709,7 @@ static int resp_rec(store *s, const buf_t *resp, const char *member, sched_rec *
     *found = 0;
     if (out) sched_rec_free(out);
     if (!resp->len) return 0;
-    if (json_parse(&d, resp->p, resp->len) < 0) {
-        fail(s, "dynamodb: bad reply: %s", d.err);
-        json_free(&d);
-        return -1;
-    }
+    if (parse_reply(s, "dynamodb", resp, &d) < 0) return -1;
     int t = json_get(&d, 0, member);
     int rc = 0;
     if (t >= 0) {
@@ -581,15 +732,10 @@ static int update_item(store *s, const char *id, ddx *x, sched_rec *out)
     sched_rec tmp;
     sched_rec_init(&tmp);
     if (!out) out = &tmp;
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->table);
-    key_id(&w, id);
+    req_begin(&w, &req, s->table);
+    key_s(&w, "id", id);
     ddx_write(&w, x);
-    jw_key(&w, "ReturnValues");
-    jw_str(&w, "ALL_OLD");
-    jw_key(&w, "ReturnValuesOnConditionCheckFailure");
-    jw_str(&w, "ALL_OLD");
+    return_old(&w, 1);
     jw_obj_end(&w);
     int rc, found;
     if (ddb_call(s, "UpdateItem", &req, &resp, &e) == 0) {
@@ -669,26 +815,22 @@ static void tr_index(store *s, ddx *x, const char *id, int64_t due, int64_t inde
     buf_free(&k);
 }
 
-/* "#expires > :now_s": the (final) item's TTL has not passed. */
-static void cond_not_expired(ddx *x, int64_t now)
+/* Runs a transition begun with tr_begin: the UpdateItem, then frees x. */
+static int tr_end(store *s, const char *id, ddx *x, sched_rec *out)
 {
-    buf_t *c = cond_and(x);
-    nm(x, c, "expires");
-    buf_adds(c, " > ");
-    vn(x, c, now / 1000);
+    int rc = update_item(s, id, x, out);
+    ddx_free(x);
+    return rc;
 }
 
 int store_claim(store *s, const char *id, int64_t lease, sched_rec *out)
 {
     ddx x = {0};
-    int64_t now = time_now_ms();
-    tr_begin(s, &x, id, SCHED_ENQUEUED, now);
+    tr_begin(s, &x, id, SCHED_ENQUEUED, time_now_ms());
     set_n(&x, "lease", lease);
     set_inc(&x, "claims", 1);
     cond_eq_s(&x, "state", "NEW");
-    int rc = update_item(s, id, &x, out);
-    ddx_free(&x);
-    return rc;
+    return tr_end(s, id, &x, out);
 }
 
 int64_t store_reclaim_lease(const store *s, int64_t now, int64_t claims)
@@ -706,17 +848,9 @@ int store_reclaim(store *s, const char *id, int64_t due, int64_t seen_lease, int
     set_inc(&x, "claims", 1);
     tr_index(s, &x, id, due, sched_index_time(due, new_lease));
     cond_eq_s(&x, "state", "ENQUEUED");
-    buf_t *c = cond_and(&x);
-    nm(&x, c, "lease");
-    buf_adds(c, " = ");
-    vn(&x, c, seen_lease);
-    c = cond_and(&x);
-    nm(&x, c, "lease");
-    buf_adds(c, " < ");
-    vn(&x, c, now);
-    int rc = update_item(s, id, &x, out);
-    ddx_free(&x);
-    return rc;
+    cond_n(&x, "lease", " = ", seen_lease);
+    cond_n(&x, "lease", " < ", now);
+    return tr_end(s, id, &x, out);
 }
 
 int store_unclaim(store *s, const char *id, int64_t due, int64_t lease, sched_rec *out)
@@ -727,21 +861,15 @@ int store_unclaim(store *s, const char *id, int64_t due, int64_t lease, sched_re
     rem(&x, "lease");
     tr_index(s, &x, id, due, sched_index_time(due, now));
     cond_eq_s(&x, "state", "ENQUEUED");
-    buf_t *c = cond_and(&x);
-    nm(&x, c, "lease");
-    buf_adds(c, " = ");
-    vn(&x, c, lease);
-    int rc = update_item(s, id, &x, out);
-    ddx_free(&x);
-    return rc;
+    cond_n(&x, "lease", " = ", lease);
+    return tr_end(s, id, &x, out);
 }
 
 int store_commit(store *s, const sched_wire *w, const char *msg_id, sched_rec *out)
 {
     ddx x = {0};
-    int64_t now = time_now_ms();
     const char *id = w->r.id;
-    tr_begin(s, &x, id, SCHED_PUBLISHED, now);
+    tr_begin(s, &x, id, SCHED_PUBLISHED, time_now_ms());
     set_s(&x, "pub_msg", msg_id);
     set_inc(&x, "attempts", 1);
     /* chash: a message left over from a deleted and re-created record with
@@ -749,51 +877,37 @@ int store_commit(store *s, const sched_wire *w, const char *msg_id, sched_rec *o
     cond_eq_s(&x, "chash", w->r.chash);
     buf_t *c = cond_and(&x);
     buf_adds(c, "(");
-    nm(&x, c, "state");
-    buf_adds(c, " = ");
-    vs(&x, c, "ENQUEUED");
+    term_s(&x, c, "state", " = ", "ENQUEUED");
     buf_adds(c, " OR (");
-    nm(&x, c, "state");
-    buf_adds(c, " = ");
-    vs(&x, c, "PUBLISHED");
+    term_s(&x, c, "state", " = ", "PUBLISHED");
     buf_adds(c, " AND ");
-    nm(&x, c, "pub_msg");
-    buf_adds(c, " = ");
-    vs(&x, c, msg_id);
+    term_s(&x, c, "pub_msg", " = ", msg_id);
     buf_adds(c, "))");
-    int rc = update_item(s, id, &x, out);
-    ddx_free(&x);
-    return rc;
+    return tr_end(s, id, &x, out);
 }
 
 int store_unpublish(store *s, const sched_wire *w, const char *msg_id, const char *error, int64_t lease,
                     sched_rec *out)
 {
     ddx x = {0};
-    int64_t now = time_now_ms();
     const char *id = w->r.id;
-    tr_begin(s, &x, id, SCHED_ENQUEUED, now);
+    tr_begin(s, &x, id, SCHED_ENQUEUED, time_now_ms());
     set_s(&x, "last_error", error ? error : "unknown error");
     set_n(&x, "lease", lease);
     tr_index(s, &x, id, w->r.due, sched_index_time(w->r.due, lease));
     cond_eq_s(&x, "state", "PUBLISHED");
     cond_eq_s(&x, "pub_msg", msg_id);
-    int rc = update_item(s, id, &x, out);
-    ddx_free(&x);
-    return rc;
+    return tr_end(s, id, &x, out);
 }
 
 int store_fail(store *s, const sched_wire *w, const char *error, sched_rec *out)
 {
     ddx x = {0};
-    int64_t now = time_now_ms();
-    tr_begin(s, &x, w->r.id, SCHED_FAILED, now);
+    tr_begin(s, &x, w->r.id, SCHED_FAILED, time_now_ms());
     set_s(&x, "last_error", error ? error : "unknown error");
     cond_eq_s(&x, "state", "ENQUEUED");
     cond_eq_s(&x, "chash", w->r.chash);
-    int rc = update_item(s, w->r.id, &x, out);
-    ddx_free(&x);
-    return rc;
+    return tr_end(s, w->r.id, &x, out);
 }
 
 static const int waiting_states[] = {SCHED_NEW, SCHED_ENQUEUED};
@@ -801,24 +915,18 @@ static const int waiting_states[] = {SCHED_NEW, SCHED_ENQUEUED};
 int store_invalid(store *s, const char *id, const char *error, sched_rec *out)
 {
     ddx x = {0};
-    int64_t now = time_now_ms();
-    tr_begin(s, &x, id, SCHED_INVALID, now);
+    tr_begin(s, &x, id, SCHED_INVALID, time_now_ms());
     set_s(&x, "last_error", error ? error : "invalid");
     cond_state_in(&x, waiting_states, 2);
-    int rc = update_item(s, id, &x, out);
-    ddx_free(&x);
-    return rc;
+    return tr_end(s, id, &x, out);
 }
 
 int store_cancel(store *s, const char *id, sched_rec *out)
 {
     ddx x = {0};
-    int64_t now = time_now_ms();
-    tr_begin(s, &x, id, SCHED_CANCELLED, now);
+    tr_begin(s, &x, id, SCHED_CANCELLED, time_now_ms());
     cond_state_in(&x, waiting_states, 2);
-    int rc = update_item(s, id, &x, out);
-    ddx_free(&x);
-    return rc;
+    return tr_end(s, id, &x, out);
 }
 
 int store_retry(store *s, const char *id, int64_t lease, sched_rec *out)
@@ -841,9 +949,8 @@ int store_retry(store *s, const char *id, int64_t lease, sched_rec *out)
     set_n(&x, "claims", 0);
     tr_index(s, &x, id, cur.due, sched_index_time(cur.due, lease));
     cond_eq_s(&x, "state", "FAILED");
-    cond_not_expired(&x, now);
-    rc = update_item(s, id, &x, out);
-    ddx_free(&x);
+    cond_n(&x, "expires", " > ", now / 1000);   /* the FAILED record's TTL has not passed */
+    rc = tr_end(s, id, &x, out);
     sched_rec_free(&cur);
     return rc;
 }
@@ -854,16 +961,11 @@ int store_delete(store *s, const char *id, sched_rec *out)
     json_w w;
     aws_err e;
     ddx x = {0};
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->table);
-    key_id(&w, id);
-    buf_adds(&x.cond, "attribute_exists(");
-    nm(&x, &x.cond, "id");
-    buf_addc(&x.cond, ')');
+    req_begin(&w, &req, s->table);
+    key_s(&w, "id", id);
+    term_fn(&x, &x.cond, "attribute_exists", "id");
     ddx_write(&w, &x);
-    jw_key(&w, "ReturnValues");
-    jw_str(&w, "ALL_OLD");
+    return_old(&w, 0);
     jw_obj_end(&w);
     int rc, found;
     if (ddb_call(s, "DeleteItem", &req, &resp, &e) == 0) {
@@ -880,21 +982,12 @@ int store_delete(store *s, const char *id, sched_rec *out)
     return rc;
 }
 
-/* ================================================================ reads */
-
 int store_get(store *s, const char *id, sched_rec *out)
 {
     buf_t req = BUF_INIT, resp = BUF_INIT;
-    json_w w;
     aws_err e;
     int rc = STORE_ERR, found = 0;
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->table);
-    key_id(&w, id);
-    jw_key(&w, "ConsistentRead");
-    jw_bool(&w, 1);
-    jw_obj_end(&w);
+    get_item_req(&req, s->table, "id", id);
     if (ddb_call(s, "GetItem", &req, &resp, &e) == 0) {
         rc = resp_rec(s, &resp, "Item", out, &found);
         if (rc == 0 && (!found || sched_expired(out, time_now_ms()))) {
@@ -908,97 +1001,60 @@ int store_get(store *s, const char *id, sched_rec *out)
     return rc;
 }
 
-/* json_get, named for reading nested reply members (-1 propagates). */
-static int member(json_doc *d, int obj, const char *name)
+
+
+struct get_batch_ctx {
+    const char *const *ids;
+    size_t n;
+    sched_rec *found;
+    int64_t now;
+};
+
+/* An item of store_get_batch's reply: the record of every ids[i] it is. */
+static void get_batch_item(void *ctx, json_doc *d, int item)
 {
-    return json_get(d, obj, name);
+    struct get_batch_ctx *g = ctx;
+    sched_rec r;
+    char er[256];
+    sched_rec_init(&r);
+    if (sched_item_read(d, item, &r, er, sizeof er) == 0 && !sched_expired(&r, g->now))
+        for (size_t i = 0; i < g->n; i++)
+            if (!strcmp(g->ids[i], r.id)) {
+                sched_rec_free(&g->found[i]);
+                sched_rec_copy(&g->found[i], &r);
+            }
+    sched_rec_free(&r);
 }
 
 int store_get_batch(store *s, const char *const *ids, size_t n, sched_rec *found)
 {
-    buf_t req = BUF_INIT, resp = BUF_INIT, pending = BUF_INIT;
+    buf_t pending = BUF_INIT, tail = BUF_INIT, post = BUF_INIT;
     json_w w;
-    aws_err e;
-    int rc = STORE_OK;
+    ddx x = {0};
     if (n > DDB_BATCH_GET) return fail(s, "store_get_batch: at most %d ids", DDB_BATCH_GET);
     for (size_t i = 0; i < n; i++) sched_rec_free(&found[i]);
-    /* Keys, each id once (BatchGetItem refuses duplicate keys). */
-    json_w kw;
-    jw_init(&kw, &pending);
-    jw_arr(&kw);
-    for (size_t i = 0; i < n; i++) {
-        size_t j = 0;
-        while (j < i && strcmp(ids[j], ids[i])) j++;
-        if (j < i) continue;
-        jw_obj(&kw);
-        ddbw_s(&kw, "id", ids[i]);
-        jw_obj_end(&kw);
+    batch_keys(&pending, "id", ids, n);
+    /* After Keys: ConsistentRead and the projection, written as an object
+     * whose members are then spliced in. */
+    const char *cols[] = {"id", "state", "chash", "topic", "expires", "due"};
+    for (size_t c = 0; c < 6; c++) {
+        sep(&x.proj, ", ");
+        nm(&x, &x.proj, cols[c]);
     }
-    jw_arr_end(&kw);
-    for (int attempt = 0; pending.len > 2; attempt++) {
-        if (attempt > 0) ms_sleep(attempt > 6 ? 2000 : 25L << attempt);
-        if (attempt > 12) {
-            rc = fail(s, "dynamodb BatchGetItem: keys still unprocessed after %d attempts", attempt);
-            break;
-        }
-        ddx x = {0};
-        buf_reset(&req);
-        jw_init(&w, &req);
-        jw_obj(&w);
-        jw_key(&w, "RequestItems");
-        jw_obj(&w);
-        jw_key(&w, s->table);
-        jw_obj(&w);
-        jw_key(&w, "Keys");
-        jw_raw(&w, pending.p, pending.len);
-        jw_key(&w, "ConsistentRead");
-        jw_bool(&w, 1);
-        const char *cols[] = {"id", "state", "chash", "topic", "expires", "due"};
-        for (size_t c = 0; c < 6; c++) {
-            sep(&x.proj, ", ");
-            nm(&x, &x.proj, cols[c]);
-        }
-        ddx_write(&w, &x);
-        ddx_free(&x);
-        jw_obj_end(&w);
-        jw_obj_end(&w);
-        jw_obj_end(&w);
-        if (ddb_call(s, "BatchGetItem", &req, &resp, &e) < 0) {
-            rc = STORE_ERR;
-            break;
-        }
-        json_doc d;
-        if (json_parse(&d, resp.p, resp.len) < 0) {
-            rc = fail(s, "dynamodb BatchGetItem: bad reply: %s", d.err);
-            json_free(&d);
-            break;
-        }
-        int items = member(&d, member(&d, 0, "Responses"), s->table);
-        int64_t now = time_now_ms();
-        for (int it = json_first(&d, items); it >= 0; it = json_after(&d, items, it)) {
-            sched_rec r;
-            char er[256];
-            sched_rec_init(&r);
-            if (sched_item_read(&d, it, &r, er, sizeof er) == 0 && !sched_expired(&r, now))
-                for (size_t i = 0; i < n; i++)
-                    if (!strcmp(ids[i], r.id)) {
-                        sched_rec_free(&found[i]);
-                        sched_rec_copy(&found[i], &r);
-                    }
-            sched_rec_free(&r);
-        }
-        int un = member(&d, member(&d, member(&d, 0, "UnprocessedKeys"), s->table), "Keys");
-        buf_reset(&pending);
-        if (json_size(&d, un) > 0) {
-            size_t rn;
-            const char *raw = json_raw(&d, un, &rn);
-            buf_add(&pending, raw, rn);
-        }
-        json_free(&d);
-    }
-    buf_free(&req);
-    buf_free(&resp);
+    jw_init(&w, &tail);
+    jw_obj(&w);
+    jw_key(&w, "ConsistentRead");
+    jw_bool(&w, 1);
+    ddx_write(&w, &x);
+    jw_obj_end(&w);
+    buf_addc(&post, ',');
+    buf_add(&post, tail.p + 1, tail.len - 2);
+    struct get_batch_ctx g = {ids, n, found, time_now_ms()};
+    int rc = batch_get(s, s->table, "", post.p, &pending, get_batch_item, &g);
+    ddx_free(&x);
     buf_free(&pending);
+    buf_free(&tail);
+    buf_free(&post);
     return rc;
 }
 
@@ -1036,24 +1092,16 @@ int store_create(store *s, const sched_rec *r, sched_rec *old)
     sched_rec tmp;
     sched_rec_init(&tmp);
     if (!old) old = &tmp;
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->table);
+    req_begin(&w, &req, s->table);
     jw_key(&w, "Item");
     sched_item_write(&w, r, sched_shard(r->id, s->conf.shards));
     /* A record whose TTL has passed is gone for every read: its id may be
      * reused (ReturnValues tells the caller, to fix the counters). */
-    buf_adds(&x.cond, "attribute_not_exists(");
-    nm(&x, &x.cond, "id");
-    buf_adds(&x.cond, ") OR ");
-    nm(&x, &x.cond, "expires");
-    buf_adds(&x.cond, " < ");
-    vn(&x, &x.cond, time_now_ms() / 1000);
+    term_fn(&x, &x.cond, "attribute_not_exists", "id");
+    buf_adds(&x.cond, " OR ");
+    term_n(&x, &x.cond, "expires", " < ", time_now_ms() / 1000);
     ddx_write(&w, &x);
-    jw_key(&w, "ReturnValues");
-    jw_str(&w, "ALL_OLD");
-    jw_key(&w, "ReturnValuesOnConditionCheckFailure");
-    jw_str(&w, "ALL_OLD");
+    return_old(&w, 1);
     jw_obj_end(&w);
     int rc, found;
     if (ddb_call(s, "PutItem", &req, &resp, &e) == 0) {
@@ -1085,7 +1133,6 @@ static int find_id(sched_rec *const *recs, size_t n, const int *done, const char
 int store_put_batch(store *s, sched_rec *const *recs, size_t n, int *ok)
 {
     buf_t req = BUF_INIT, resp = BUF_INIT, pending = BUF_INIT;
-    aws_err e;
     json_w w;
     int rc = STORE_OK;
     if (n > DDB_BATCH_WRITE) return fail(s, "store_put_batch: at most %d records", DDB_BATCH_WRITE);
@@ -1104,27 +1151,14 @@ int store_put_batch(store *s, sched_rec *const *recs, size_t n, int *ok)
     jw_arr_end(&w);
     int *unproc = xcalloc(n ? n : 1, sizeof *unproc);
     for (int attempt = 0; pending.len > 2; attempt++) {
-        if (attempt > 0) ms_sleep(attempt > 6 ? 2000 : 25L << attempt);
-        if (attempt > 12) {
-            rc = fail(s, "dynamodb BatchWriteItem: items still unprocessed after %d attempts", attempt);
-            break;
-        }
         buf_reset(&req);
         buf_printf(&req, "{\"RequestItems\":{");
         json_escape(&req, s->table, strlen(s->table));
         buf_addc(&req, ':');
         buf_add(&req, pending.p, pending.len);
         buf_adds(&req, "}}");
-        if (ddb_call(s, "BatchWriteItem", &req, &resp, &e) < 0) {
-            rc = STORE_ERR;
-            break;
-        }
         json_doc d;
-        if (json_parse(&d, resp.p, resp.len) < 0) {
-            rc = fail(s, "dynamodb BatchWriteItem: bad reply: %s", d.err);
-            json_free(&d);
-            break;
-        }
+        if ((rc = batch_round(s, "BatchWriteItem", attempt, &req, &resp, &d)) != STORE_OK) break;
         /* Everything not listed in UnprocessedItems was written. */
         memset(unproc, 0, n * sizeof *unproc);
         int un = member(&d, member(&d, 0, "UnprocessedItems"), s->table);
@@ -1139,12 +1173,7 @@ int store_put_batch(store *s, sched_rec *const *recs, size_t n, int *ok)
         buf_free(&id);
         for (size_t i = 0; i < n; i++)
             if (!unproc[i]) ok[i] = 1;
-        buf_reset(&pending);
-        if (json_size(&d, un) > 0) {
-            size_t rn;
-            const char *raw = json_raw(&d, un, &rn);
-            buf_add(&pending, raw, rn);
-        }
+        take_raw(&d, un, &pending);
         json_free(&d);
     }
     if (rc == STORE_ERR)
@@ -1278,69 +1307,81 @@ static void due_rows_from(json_doc *d, store_due_rows *out)
 /* Copies the reply's LastEvaluatedKey (raw JSON) into lek, or empties it. */
 static void take_lek(json_doc *d, buf_t *lek)
 {
-    int t = json_get(d, 0, "LastEvaluatedKey");
-    buf_reset(lek);
-    if (t >= 0 && json_size(d, t) > 0) {
-        size_t n;
-        const char *raw = json_raw(d, t, &n);
-        buf_add(lek, raw, n);
+    take_raw(d, json_get(d, 0, "LastEvaluatedKey"), lek);
+}
+
+/* A key condition "#<pk> = :v" with, when lo or hi is given, a range on the
+ * sort key: "AND #<sk> BETWEEN :lo AND :hi", ">= :lo" or "<= :hi". */
+static void key_cond(ddx *x, buf_t *kc, const char *pk_name, const char *pk, const char *sk_name, const char *lo,
+                     const char *hi)
+{
+    term_s(x, kc, pk_name, " = ", pk);
+    if (!lo && !hi) return;
+    buf_adds(kc, " AND ");
+    if (lo && hi) {
+        term_s(x, kc, sk_name, " BETWEEN ", lo);
+        buf_adds(kc, " AND ");
+        vs(x, kc, hi);
+    } else {
+        term_s(x, kc, sk_name, lo ? " >= " : " <= ", lo ? lo : hi);
     }
+}
+
+/* Opens a Query request on an index of the schedule table with its key
+ * condition and x's expressions; query_end adds the page cursor and
+ * closes it (the caller may write other members in between). */
+static void query_begin(store *s, json_w *w, buf_t *req, const char *index, const buf_t *kc, ddx *x)
+{
+    req_begin(w, req, s->table);
+    jw_key(w, "IndexName");
+    jw_str(w, index);
+    jw_key(w, "KeyConditionExpression");
+    jw_str(w, kc->p);
+    ddx_write(w, x);
+}
+
+static void query_end(json_w *w, const buf_t *lek)
+{
+    if (lek->len) {
+        jw_key(w, "ExclusiveStartKey");
+        jw_raw(w, lek->p, lek->len);
+    }
+    jw_obj_end(w);
 }
 
 int store_due_page(store *s, int64_t minute, int shard, int64_t from_ms, int64_t to_ms, buf_t *lek,
                    store_due_rows *out)
 {
-    buf_t req = BUF_INIT, resp = BUF_INIT, k = BUF_INIT, kc = BUF_INIT;
+    buf_t req = BUF_INIT, resp = BUF_INIT, pk = BUF_INIT, lo = BUF_INIT, hi = BUF_INIT, kc = BUF_INIT;
     json_w w;
     aws_err e;
     ddx x = {0};
     int rc = STORE_OK;
-    buf_printf(&k, "%" PRId64 "#%d", minute, shard);
-    nm(&x, &kc, "due_pk");
-    buf_adds(&kc, " = ");
-    vs(&x, &kc, k.p);
+    buf_printf(&pk, "%" PRId64 "#%d", minute, shard);
     if (from_ms != INT64_MIN || to_ms != INT64_MAX) {
         /* due_sk = "<13-digit due>#<id>": "<from>" <= sk <= "<to>$" ('$' > '#'). */
-        buf_reset(&k);
-        buf_printf(&k, "%013" PRId64, from_ms < 0 ? 0 : from_ms);
-        buf_adds(&kc, " AND ");
-        nm(&x, &kc, "due_sk");
-        buf_adds(&kc, " BETWEEN ");
-        vs(&x, &kc, k.p);
-        buf_reset(&k);
-        buf_printf(&k, "%013" PRId64 "$", to_ms);
-        buf_adds(&kc, " AND ");
-        vs(&x, &kc, k.p);
+        buf_printf(&lo, "%013" PRId64, from_ms < 0 ? 0 : from_ms);
+        buf_printf(&hi, "%013" PRId64 "$", to_ms);
     }
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->table);
-    jw_key(&w, "IndexName");
-    jw_str(&w, "due");
-    jw_key(&w, "KeyConditionExpression");
-    jw_str(&w, kc.p);
-    ddx_write(&w, &x);
-    if (lek->len) {
-        jw_key(&w, "ExclusiveStartKey");
-        jw_raw(&w, lek->p, lek->len);
-    }
-    jw_obj_end(&w);
+    key_cond(&x, &kc, "due_pk", pk.p, "due_sk", lo.len ? lo.p : NULL, hi.len ? hi.p : NULL);
+    query_begin(s, &w, &req, "due", &kc, &x);
+    query_end(&w, lek);
     if (ddb_call(s, "Query", &req, &resp, &e) < 0) {
         rc = STORE_ERR;
     } else {
         json_doc d;
-        if (json_parse(&d, resp.p, resp.len) < 0) {
-            rc = fail(s, "dynamodb Query: bad reply: %s", d.err);
-        } else {
+        if ((rc = parse_reply(s, "dynamodb Query", &resp, &d)) == STORE_OK) {
             due_rows_from(&d, out);
             take_lek(&d, lek);
+            json_free(&d);
         }
-        json_free(&d);
     }
     ddx_free(&x);
     buf_free(&req);
     buf_free(&resp);
-    buf_free(&k);
+    buf_free(&pk);
+    buf_free(&lo);
+    buf_free(&hi);
     buf_free(&kc);
     return rc;
 }
@@ -1371,19 +1412,12 @@ int store_due_range(store *s, int shard, int64_t from_ms, int64_t to_ms, store_d
 static int meta_get(store *s, const char *k, json_doc *d, buf_t *resp, int *item)
 {
     buf_t req = BUF_INIT;
-    json_w w;
     aws_err e;
     int rc = STORE_OK;
     memset(d, 0, sizeof *d);
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->meta);
-    key_k(&w, k);
-    jw_key(&w, "ConsistentRead");
-    jw_bool(&w, 1);
-    jw_obj_end(&w);
+    get_item_req(&req, s->meta, "k", k);
     if (ddb_call(s, "GetItem", &req, resp, &e) < 0) rc = STORE_ERR;
-    else if (json_parse(d, resp->p, resp->len) < 0) rc = fail(s, "dynamodb GetItem: bad reply: %s", d->err);
+    else if (parse_reply(s, "dynamodb GetItem", resp, d) < 0) rc = STORE_ERR;
     else if ((*item = json_get(d, 0, "Item")) < 0) rc = STORE_NOTFOUND;
     buf_free(&req);
     return rc;
@@ -1410,10 +1444,8 @@ static int meta_update(store *s, const char *k, ddx *x)
     buf_t req = BUF_INIT, resp = BUF_INIT;
     json_w w;
     aws_err e;
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->meta);
-    key_k(&w, k);
+    req_begin(&w, &req, s->meta);
+    key_s(&w, "k", k);
     ddx_write(&w, x);
     jw_obj_end(&w);
     int rc = STORE_OK;
@@ -1430,12 +1462,9 @@ int store_ckpt_advance(store *s, int shard, int64_t minute)
     ddx x = {0};
     snprintf(k, sizeof k, "ckpt#%d", shard);
     set_n(&x, "minute", minute);
-    buf_adds(&x.cond, "attribute_not_exists(");
-    nm(&x, &x.cond, "minute");
-    buf_adds(&x.cond, ") OR ");
-    nm(&x, &x.cond, "minute");
-    buf_adds(&x.cond, " < ");
-    vn(&x, &x.cond, minute);
+    term_fn(&x, &x.cond, "attribute_not_exists", "minute");
+    buf_adds(&x.cond, " OR ");
+    term_n(&x, &x.cond, "minute", " < ", minute);
     int rc = meta_update(s, k, &x);
     if (rc == STORE_LOST) fail(s, "checkpoint: already at or past minute %" PRId64, minute);
     ddx_free(&x);
@@ -1450,6 +1479,20 @@ static char *meta_str(json_doc *d, int item, const char *name)
     if (ddb_has(d, item, name) && ddb_get_s(d, item, name, &v) == 0) r = xstrdup(buf_str(&v));
     buf_free(&v);
     return r;
+}
+
+/* The string attribute `name` of meta item k: *out gets an owned copy, or
+ * NULL when the item or the attribute is absent (rc then tells which). */
+static int meta_get_str(store *s, const char *k, const char *name, char **out)
+{
+    json_doc d;
+    buf_t resp = BUF_INIT;
+    int item;
+    int rc = meta_get(s, k, &d, &resp, &item);
+    *out = rc == STORE_OK ? meta_str(&d, item, name) : NULL;
+    json_free(&d);
+    buf_free(&resp);
+    return rc;
 }
 
 int store_load(store *s)
@@ -1534,15 +1577,23 @@ int store_counts_pending(const store_counts *c)
     return n;
 }
 
+/* "stat#STATE", or "stat#STATE#<topic ARN>" when topic is not NULL: the
+ * meta key of a counter. */
+static void stat_key(buf_t *k, int state, const char *topic)
+{
+    buf_reset(k);
+    buf_printf(k, "stat#%s", sched_state_name(state));
+    if (topic) buf_printf(k, "#%s", topic);
+}
+
 /* The state total also records, in the string set `arns`, every topic that
  * has a per-topic counter for this state: stats --by-topic finds them there
  * without a Scan. */
 static int flush_total(store *s, store_counts *c, int st)
 {
     ddx x = {0};
-    char k[32];
     struct cnt *tot = NULL;
-    buf_t set = BUF_INIT;
+    buf_t set = BUF_INIT, k = BUF_INIT;
     for (size_t i = 0; i < c->n; i++) {
         if (c->v[i].state != st) continue;
         if (!c->v[i].topic) tot = &c->v[i];
@@ -1555,10 +1606,8 @@ static int flush_total(store *s, store_counts *c, int st)
         buf_free(&set);
         return STORE_OK;
     }
-    snprintf(k, sizeof k, "stat#%s", sched_state_name(st));
-    nm(&x, &x.add, "n");
-    buf_adds(&x.add, " ");
-    vn(&x, &x.add, tot->d);
+    stat_key(&k, st, NULL);
+    add_n(&x, "n", tot->d);
     if (set.len) {
         buf_adds(&set, "]}");
         buf_adds(&x.add, ", ");
@@ -1566,10 +1615,11 @@ static int flush_total(store *s, store_counts *c, int st)
         buf_adds(&x.add, " ");
         vraw(&x, &x.add, set.p);
     }
-    int rc = meta_update(s, k, &x);
+    int rc = meta_update(s, k.p, &x);
     if (rc == STORE_OK) tot->d = 0;
     ddx_free(&x);
     buf_free(&set);
+    buf_free(&k);
     return rc;
 }
 
@@ -1583,10 +1633,8 @@ int store_counts_flush(store *s, store_counts *c)
         if (!e->topic || !e->d) continue;
         ddx x = {0};
         buf_t k = BUF_INIT;
-        buf_printf(&k, "stat#%s#%s", sched_state_name(e->state), e->topic);
-        nm(&x, &x.add, "n");
-        buf_adds(&x.add, " ");
-        vn(&x, &x.add, e->d);
+        stat_key(&k, e->state, e->topic);
+        add_n(&x, "n", e->d);
         if (meta_update(s, k.p, &x) == STORE_OK) e->d = 0;
         else rc = STORE_ERR;
         ddx_free(&x);
@@ -1604,67 +1652,16 @@ static int attr_value(json_doc *d, int item, const char *name, const char *type)
 
 /* BatchGetItem of meta keys (any number: sent 100 at a time, each once),
  * retrying UnprocessedKeys; fn is called for every item found. */
-typedef void (*meta_item_fn)(void *ctx, json_doc *d, int item);
-
-static int meta_batch_chunk(store *s, char **keys, size_t n, meta_item_fn fn, void *ctx)
+static int meta_batch_get(store *s, char **keys, size_t n, batch_item_fn fn, void *ctx)
 {
-    buf_t pending = BUF_INIT, req = BUF_INIT, resp = BUF_INIT;
-    aws_err e;
-    json_w w;
+    buf_t pending = BUF_INIT;
     int rc = STORE_OK;
-    jw_init(&w, &pending);
-    jw_arr(&w);
-    for (size_t i = 0; i < n; i++) {
-        jw_obj(&w);
-        ddbw_s(&w, "k", keys[i]);
-        jw_obj_end(&w);
-    }
-    jw_arr_end(&w);
-    for (int attempt = 0; pending.len > 2; attempt++) {
-        if (attempt > 0) ms_sleep(attempt > 6 ? 2000 : 25L << attempt);
-        if (attempt > 12) {
-            rc = fail(s, "dynamodb BatchGetItem: keys still unprocessed after %d attempts", attempt);
-            break;
-        }
-        buf_reset(&req);
-        buf_adds(&req, "{\"RequestItems\":{");
-        json_escape(&req, s->meta, strlen(s->meta));
-        buf_adds(&req, ":{\"ConsistentRead\":true,\"Keys\":");
-        buf_add(&req, pending.p, pending.len);
-        buf_adds(&req, "}}}");
-        if (ddb_call(s, "BatchGetItem", &req, &resp, &e) < 0) {
-            rc = STORE_ERR;
-            break;
-        }
-        json_doc d;
-        if (json_parse(&d, resp.p, resp.len) < 0) {
-            rc = fail(s, "dynamodb BatchGetItem: bad reply: %s", d.err);
-            json_free(&d);
-            break;
-        }
-        int items = member(&d, member(&d, 0, "Responses"), s->meta);
-        for (int it = json_first(&d, items); it >= 0; it = json_after(&d, items, it)) fn(ctx, &d, it);
-        int un = member(&d, member(&d, member(&d, 0, "UnprocessedKeys"), s->meta), "Keys");
-        buf_reset(&pending);
-        if (json_size(&d, un) > 0) {
-            size_t rn;
-            const char *raw = json_raw(&d, un, &rn);
-            buf_add(&pending, raw, rn);
-        }
-        json_free(&d);
+    for (size_t i = 0; i < n && rc == STORE_OK; i += DDB_BATCH_GET) {
+        batch_keys(&pending, "k", (const char *const *)keys + i, n - i < DDB_BATCH_GET ? n - i : DDB_BATCH_GET);
+        rc = batch_get(s, s->meta, "\"ConsistentRead\":true,", "", &pending, fn, ctx);
     }
     buf_free(&pending);
-    buf_free(&req);
-    buf_free(&resp);
-    return rc;
-}
-
-static int meta_batch_get(store *s, char **keys, size_t n, meta_item_fn fn, void *ctx)
-{
-    for (size_t i = 0; i < n; i += DDB_BATCH_GET)
-        if (meta_batch_chunk(s, keys + i, n - i < DDB_BATCH_GET ? n - i : DDB_BATCH_GET, fn, ctx) != STORE_OK)
-            return STORE_ERR;
-    return STORE_OK;
+    return rc == STORE_OK ? STORE_OK : STORE_ERR;
 }
 
 void store_stats_free(store_stats *st)
@@ -1718,9 +1715,9 @@ int store_stats_read(store *s, int by_topic, store_stats *out)
     char *keys[SCHED_NSTATES];
     memset(out, 0, sizeof *out);
     for (int i = 0; i < SCHED_NSTATES; i++) {
-        char k[32];
-        snprintf(k, sizeof k, "stat#%s", sched_state_name(i));
-        keys[i] = xstrdup(k);
+        buf_t k = BUF_INIT;
+        stat_key(&k, i, NULL);
+        keys[i] = k.p;
     }
     int rc = meta_batch_get(s, keys, SCHED_NSTATES, stats_item, out);
     for (int i = 0; i < SCHED_NSTATES; i++) free(keys[i]);
@@ -1730,7 +1727,7 @@ int store_stats_read(store *s, int by_topic, store_stats *out)
     for (size_t t = 0; t < out->ntopic; t++)
         for (int i = 0; i < SCHED_NSTATES; i++) {
             buf_t k = BUF_INIT;
-            buf_printf(&k, "stat#%s#%s", sched_state_name(i), out->topic[t].arn);
+            stat_key(&k, i, out->topic[t].arn);
             tk[j++] = k.p;
         }
     rc = meta_batch_get(s, tk, nk, stats_item, out);
@@ -1828,35 +1825,16 @@ static void by_state_query(store *s, const lplan *p, int state, int64_t month, d
 {
     buf_t pk = BUF_INIT;
     sched_st_pk(&pk, state, month);
-    nm(x, kc, "st_pk");
-    buf_adds(kc, " = ");
-    vs(x, kc, pk.p);
-    if (p->lo.len && p->hi.len) {
-        buf_adds(kc, " AND ");
-        nm(x, kc, "st_sk");
-        buf_adds(kc, " BETWEEN ");
-        vs(x, kc, p->lo.p);
-        buf_adds(kc, " AND ");
-        vs(x, kc, p->hi.p);
-    } else if (p->lo.len || p->hi.len) {
-        buf_adds(kc, " AND ");
-        nm(x, kc, "st_sk");
-        buf_adds(kc, p->lo.len ? " >= " : " <= ");
-        vs(x, kc, p->lo.len ? p->lo.p : p->hi.p);
-    }
+    key_cond(x, kc, "st_pk", pk.p, "st_sk", p->lo.len ? p->lo.p : NULL, p->hi.len ? p->hi.p : NULL);
     /* Filters: expired items are invisible; then the user's filters. */
-    buf_adds(&x->filter, "(attribute_not_exists(");
-    nm(x, &x->filter, "expires");
-    buf_adds(&x->filter, ") OR ");
-    nm(x, &x->filter, "expires");
-    buf_adds(&x->filter, " > ");
-    vn(x, &x->filter, time_now_ms() / 1000);
+    buf_adds(&x->filter, "(");
+    term_fn(x, &x->filter, "attribute_not_exists", "expires");
+    buf_adds(&x->filter, " OR ");
+    term_n(x, &x->filter, "expires", " > ", time_now_ms() / 1000);
     buf_adds(&x->filter, ")");
     if (p->q->topic) {
         buf_adds(&x->filter, " AND ");
-        nm(x, &x->filter, "topic");
-        buf_adds(&x->filter, " = ");
-        vs(x, &x->filter, p->q->topic);
+        term_s(x, &x->filter, "topic", " = ", p->q->topic);
     }
     if (p->q->error_prefix) {
         buf_adds(&x->filter, " AND begins_with(");
@@ -1877,14 +1855,7 @@ static int by_state_page(store *s, const lplan *p, int state, int64_t month, buf
     json_w w;
     aws_err e;
     by_state_query(s, p, state, month, &x, &kc);
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->table);
-    jw_key(&w, "IndexName");
-    jw_str(&w, "by_state");
-    jw_key(&w, "KeyConditionExpression");
-    jw_str(&w, kc.p);
-    ddx_write(&w, &x);
+    query_begin(s, &w, &req, "by_state", &kc, &x);
     jw_key(&w, "ScanIndexForward");
     jw_bool(&w, 0);
     if (select_count) {
@@ -1895,15 +1866,35 @@ static int by_state_page(store *s, const lplan *p, int state, int64_t month, buf
         jw_key(&w, "Limit");
         jw_i64(&w, limit);
     }
-    if (lek->len) {
-        jw_key(&w, "ExclusiveStartKey");
-        jw_raw(&w, lek->p, lek->len);
-    }
-    jw_obj_end(&w);
+    query_end(&w, lek);
     int rc = ddb_call(s, "Query", &req, resp, &e) < 0 ? STORE_ERR : STORE_OK;
     ddx_free(&x);
     buf_free(&kc);
     buf_free(&req);
+    return rc;
+}
+
+typedef int (*page_fn)(store *s, void *ctx, json_doc *d);
+
+/* Every page of every month of one state's by_state partitions, newest
+ * month first, within p's range; fn gets each parsed page (a non-zero
+ * return stops). select_count: pages carry Count, not Items. */
+static int by_state_each(store *s, const lplan *p, int state, int select_count, page_fn fn, void *ctx)
+{
+    buf_t lek = BUF_INIT, resp = BUF_INIT;
+    int rc = STORE_OK;
+    for (int64_t m = p->top; m >= p->floor && rc == STORE_OK; m = sched_prev_month(m)) {
+        do {
+            json_doc d;
+            if ((rc = by_state_page(s, p, state, m, &lek, 0, select_count, &resp)) != STORE_OK) break;
+            if ((rc = parse_reply(s, "dynamodb Query", &resp, &d)) != STORE_OK) break;
+            rc = fn(s, ctx, &d);
+            take_lek(&d, &lek);
+            json_free(&d);
+        } while (rc == STORE_OK && lek.len);
+    }
+    buf_free(&lek);
+    buf_free(&resp);
     return rc;
 }
 
@@ -1927,11 +1918,7 @@ static int lstream_fill(store *s, const lplan *p, lstream *ls, long want)
         long lim = want < 1 ? 1 : want > 1000 ? 1000 : want;
         if ((rc = by_state_page(s, p, ls->state, ls->month, &ls->lek, lim, 0, &resp)) != STORE_OK) break;
         json_doc d;
-        if (json_parse(&d, resp.p, resp.len) < 0) {
-            rc = fail(s, "dynamodb Query: bad reply: %s", d.err);
-            json_free(&d);
-            break;
-        }
+        if ((rc = parse_reply(s, "dynamodb Query", &resp, &d)) != STORE_OK) break;
         take_lek(&d, &ls->lek);
         if (!ls->lek.len) ls->month_done = 1;
         int items = json_get(&d, 0, "Items");
@@ -2063,26 +2050,13 @@ int store_list(store *s, const store_list_q *q, int (*emit)(void *ctx, const sch
     return rc;
 }
 
-/* Every page of every month of one state, Select=COUNT; adds to *count. */
-static int count_state(store *s, const lplan *p, int state, int64_t *count)
+/* A Select=COUNT page: adds its Count to *(int64_t *)ctx. */
+static int count_page(store *s, void *ctx, json_doc *d)
 {
-    buf_t lek = BUF_INIT, resp = BUF_INIT;
-    int rc = STORE_OK;
-    for (int64_t m = p->top; m >= p->floor && rc == STORE_OK; m = sched_prev_month(m)) {
-        do {
-            if ((rc = by_state_page(s, p, state, m, &lek, 0, 1, &resp)) != STORE_OK) break;
-            json_doc d;
-            int64_t c = 0;
-            if (json_parse(&d, resp.p, resp.len) < 0 || json_i64(&d, json_get(&d, 0, "Count"), &c) < 0)
-                rc = fail(s, "dynamodb Query: bad reply: %s", d.err);
-            *count += c;
-            take_lek(&d, &lek);
-            json_free(&d);
-        } while (rc == STORE_OK && lek.len);
-    }
-    buf_free(&lek);
-    buf_free(&resp);
-    return rc;
+    int64_t c = 0;
+    if (json_i64(d, json_get(d, 0, "Count"), &c) < 0) return fail(s, "dynamodb Query: bad reply: %s", d->err);
+    *(int64_t *)ctx += c;
+    return STORE_OK;
 }
 
 int store_list_count(store *s, const store_list_q *q, int64_t *count)
@@ -2094,39 +2068,29 @@ int store_list_count(store *s, const store_list_q *q, int64_t *count)
     *count = 0;
     if (list_plan(s, &q2, &p) != STORE_OK) rc = STORE_ERR;
     int n = list_states(q, st);
-    for (int i = 0; i < n && rc == STORE_OK; i++) rc = count_state(s, &p, st[i], count);
+    for (int i = 0; i < n && rc == STORE_OK; i++) rc = by_state_each(s, &p, st[i], 1, count_page, count);
     list_plan_free(&p);
     return rc;
 }
 
-/* Tallies every unexpired item of one state by topic (a full read of the
- * state's partitions since init: only for --recount). */
-static int tally_state(store *s, const lplan *p, int state, store_stats *out)
+struct tally {
+    store_stats *out;
+    int state;
+};
+
+/* A page of one state's items: counts each, in total and by topic (a full
+ * read of the state's partitions since init: only for --recount). */
+static int tally_page(store *s, void *ctx, json_doc *d)
 {
-    buf_t lek = BUF_INIT, resp = BUF_INIT, topic = BUF_INIT;
-    int rc = STORE_OK;
-    for (int64_t m = p->top; m >= p->floor && rc == STORE_OK; m = sched_prev_month(m)) {
-        do {
-            if ((rc = by_state_page(s, p, state, m, &lek, 0, 0, &resp)) != STORE_OK) break;
-            json_doc d;
-            if (json_parse(&d, resp.p, resp.len) < 0) {
-                rc = fail(s, "dynamodb Query: bad reply: %s", d.err);
-                json_free(&d);
-                break;
-            }
-            int items = json_get(&d, 0, "Items");
-            for (int it = json_first(&d, items); it >= 0; it = json_after(&d, items, it)) {
-                out->n[state]++;
-                if (ddb_get_s(&d, it, "topic", &topic) == 0) stats_topic(out, topic.p)->n[state]++;
-            }
-            take_lek(&d, &lek);
-            json_free(&d);
-        } while (rc == STORE_OK && lek.len);
+    struct tally *t = ctx;
+    buf_t topic = BUF_INIT;
+    int items = json_get(d, 0, "Items");
+    for (int it = json_first(d, items); it >= 0; it = json_after(d, items, it)) {
+        t->out->n[t->state]++;
+        if (ddb_get_s(d, it, "topic", &topic) == 0) stats_topic(t->out, topic.p)->n[t->state]++;
     }
-    buf_free(&lek);
-    buf_free(&resp);
     buf_free(&topic);
-    return rc;
+    return STORE_OK;
 }
 
 /* PutItem of one counter item with an absolute value. */
@@ -2135,9 +2099,7 @@ static int counter_put(store *s, const char *k, int64_t n, const store_stats *ar
     buf_t req = BUF_INIT, resp = BUF_INIT;
     json_w w;
     aws_err e;
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->meta);
+    req_begin(&w, &req, s->meta);
     jw_key(&w, "Item");
     jw_obj(&w);
     ddbw_s(&w, "k", k);
@@ -2172,21 +2134,23 @@ int store_stats_recount(store *s, store_stats *out)
     q.limit = 1;
     if ((rc = store_stats_read(s, 1, &old)) != STORE_OK) return rc;
     rc = list_plan(s, &q, &p);
-    for (int st = 0; st < SCHED_NSTATES && rc == STORE_OK; st++) rc = tally_state(s, &p, st, &now);
+    for (int st = 0; st < SCHED_NSTATES && rc == STORE_OK; st++) {
+        struct tally t = {&now, st};
+        rc = by_state_each(s, &p, st, 0, tally_page, &t);
+    }
     list_plan_free(&p);
     /* Topics that had counters but no items now must be written as 0. */
     for (size_t i = 0; i < old.ntopic; i++) stats_topic(&now, old.topic[i].arn);
+    buf_t k = BUF_INIT;
     for (int st = 0; st < SCHED_NSTATES && rc == STORE_OK; st++) {
-        char k[32];
-        snprintf(k, sizeof k, "stat#%s", sched_state_name(st));
-        rc = counter_put(s, k, now.n[st], &now, st);
+        stat_key(&k, st, NULL);
+        rc = counter_put(s, k.p, now.n[st], &now, st);
         for (size_t i = 0; i < now.ntopic && rc == STORE_OK; i++) {
-            buf_t tk = BUF_INIT;
-            buf_printf(&tk, "stat#%s#%s", sched_state_name(st), now.topic[i].arn);
-            rc = counter_put(s, tk.p, now.topic[i].n[st], NULL, st);
-            buf_free(&tk);
+            stat_key(&k, st, now.topic[i].arn);
+            rc = counter_put(s, k.p, now.topic[i].n[st], NULL, st);
         }
     }
+    buf_free(&k);
     store_stats_free(&old);
     if (out && rc == STORE_OK) *out = now;
     else store_stats_free(&now);
@@ -2366,16 +2330,11 @@ static int topic_lookup(store *s, const char *t, buf_t *arn)
         buf_adds(arn, t);
     } else {
         if (check_topic_name(s, t) != STORE_OK) return STORE_NOTFOUND;
-        buf_t k = BUF_INIT, resp = BUF_INIT;
-        json_doc d;
-        int item;
-        char q[80];
+        buf_t k = BUF_INIT;
+        char q[80], *a;
         buf_printf(&k, "topic#%s", t);
-        rc = meta_get(s, k.p, &d, &resp, &item);
-        char *a = rc == STORE_OK ? meta_str(&d, item, "arn") : NULL;
-        json_free(&d);
+        rc = meta_get_str(s, k.p, "arn", &a);
         buf_free(&k);
-        buf_free(&resp);
         sched_quote(q, sizeof q, t, 60);
         if (rc == STORE_NOTFOUND || (rc == STORE_OK && !a)) {
             free(a);
@@ -2403,9 +2362,7 @@ static int table_wait(store *s, const char *table, const char *const *want_gsi, 
     buf_t req = BUF_INIT, resp = BUF_INIT;
     aws_err e;
     int rc = STORE_ERR;
-    buf_adds(&req, "{\"TableName\":");
-    json_escape(&req, table, strlen(table));
-    buf_addc(&req, '}');
+    table_req(&req, table);
     for (int tries = 0; tries < 600; tries++) {
         if (ddb_call(s, "DescribeTable", &req, &resp, &e) < 0) break;
         json_doc d;
@@ -2475,9 +2432,7 @@ static int table_create(store *s, const char *table, int schedules)
     static const char *const due_proj[] = {"state", "lease", "claims"};
     static const char *const st_proj[] = {"state", "due", "topic", "created", "updated", "attempts",
                                           "last_error", "psize", "expires"};
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, table);
+    req_begin(&w, &req, table);
     jw_key(&w, "BillingMode");
     jw_str(&w, "PAY_PER_REQUEST");
     jw_key(&w, "AttributeDefinitions");
@@ -2525,9 +2480,7 @@ static int ttl_enable(store *s)
     buf_t req = BUF_INIT, resp = BUF_INIT;
     aws_err e;
     int rc = 1;
-    buf_adds(&req, "{\"TableName\":");
-    json_escape(&req, s->table, strlen(s->table));
-    buf_addc(&req, '}');
+    table_req(&req, s->table);
     if (ddb_call(s, "DescribeTimeToLive", &req, &resp, &e) == 0 && strstr(resp.p, "\"ENABLED\"") &&
         strstr(resp.p, "\"expires\"")) {
         rc = 0;
@@ -2642,15 +2595,12 @@ static int meta_put_s(store *s, const char *k, const char *name, const char *val
 static int init_user_topics(store *s, const char *const *topics, size_t n, buf_t *r)
 {
     for (size_t i = 0; i < n; i++) {
-        buf_t k = BUF_INIT, full = BUF_INIT, arn = BUF_INIT, resp = BUF_INIT;
-        json_doc d;
-        int item, rc;
+        buf_t k = BUF_INIT, full = BUF_INIT, arn = BUF_INIT;
+        char *known;
         if (check_topic_name(s, topics[i]) != STORE_OK) return STORE_ERR;
         buf_printf(&k, "topic#%s", topics[i]);
         buf_printf(&full, "%s-%s", s->prefix, topics[i]);
-        rc = meta_get(s, k.p, &d, &resp, &item);
-        char *known = rc == STORE_OK ? meta_str(&d, item, "arn") : NULL;
-        json_free(&d);
+        int rc = meta_get_str(s, k.p, "arn", &known);
         if (rc != STORE_ERR) rc = topic_ensure(s, full.p, known, &arn, r);
         if (rc == STORE_OK) rc = meta_put_s(s, k.p, "arn", arn.p);
         if (rc == STORE_OK) topic_cache(s, topics[i], arn.p);
@@ -2658,7 +2608,6 @@ static int init_user_topics(store *s, const char *const *topics, size_t n, buf_t
         buf_free(&k);
         buf_free(&full);
         buf_free(&arn);
-        buf_free(&resp);
         if (rc != STORE_OK) return STORE_ERR;
     }
     return STORE_OK;
@@ -2673,9 +2622,7 @@ static int init_config(store *s, buf_t *r)
     aws_err e;
     ddx x = {0};
     int64_t now = time_now_ms();
-    jw_init(&w, &req);
-    jw_obj(&w);
-    table_name(&w, s->meta);
+    req_begin(&w, &req, s->meta);
     jw_key(&w, "Item");
     jw_obj(&w);
     ddbw_s(&w, "k", "config");
@@ -2688,9 +2635,7 @@ static int init_config(store *s, buf_t *r)
     ddbw_s(&w, "dlq_url", s->dlq_url);
     ddbw_s(&w, "events_arn", s->events_arn);
     jw_obj_end(&w);
-    buf_adds(&x.cond, "attribute_not_exists(");
-    nm(&x, &x.cond, "k");
-    buf_addc(&x.cond, ')');
+    term_fn(&x, &x.cond, "attribute_not_exists", "k");
     ddx_write(&w, &x);
     jw_obj_end(&w);
     ddx_free(&x);
@@ -2730,13 +2675,9 @@ int store_init(store *s, const char *const *topics, size_t ntopics, buf_t *r)
 {
     if (init_tables(s, r) != STORE_OK || init_queues(s, r) != STORE_OK) return STORE_ERR;
     /* The events topic ARN recorded by an earlier init, if any. */
-    json_doc d;
-    buf_t resp = BUF_INIT, arn = BUF_INIT;
-    int item;
-    int rc = meta_get(s, "config", &d, &resp, &item);
-    char *known = rc == STORE_OK ? meta_str(&d, item, "events_arn") : NULL;
-    json_free(&d);
-    buf_free(&resp);
+    buf_t arn = BUF_INIT;
+    char *known;
+    int rc = meta_get_str(s, "config", "events_arn", &known);
     if (rc == STORE_ERR) return STORE_ERR;
     rc = topic_ensure(s, s->events_topic, known, &arn, r);
     free(known);
