@@ -90,3 +90,9 @@ const char *log_i64(int64_t v)
     snprintf(s, 24, "%lld", (long long)v);
     return s;
 }
+
+const char *log_i64_buf(char b[24], int64_t v)
+{
+    snprintf(b, 24, "%lld", (long long)v);
+    return b;
+}

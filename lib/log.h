@@ -17,4 +17,7 @@ int  log_level_parse(const char *s);        /* "debug".."error","off" -> level, 
 void log_ev(int level, const char *msg, ...) __attribute__((sentinel));
 /* Formats an integer into one of a few rotating static buffers, for log_ev args. */
 const char *log_i64(int64_t v);
+/* The same into the caller's buffer b, returned: log_i64's ring is shared,
+ * so threads other than the main one format their own. */
+const char *log_i64_buf(char b[24], int64_t v);
 #endif

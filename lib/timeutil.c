@@ -11,6 +11,15 @@ int64_t time_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int time_cond_init_mono(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    if (pthread_condattr_init(&a) != 0) return -1;
+    int rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0 && pthread_cond_init(c, &a) == 0 ? 0 : -1;
+    pthread_condattr_destroy(&a);
+    return rc;
+}
+
 int64_t time_mono_ms(void)
 {
     struct timespec ts;

@@ -4,12 +4,17 @@
  * what the user wrote. */
 #ifndef DELAYER_TIMEUTIL_H
 #define DELAYER_TIMEUTIL_H
+#include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
 
 int64_t time_now_ms(void);     /* CLOCK_REALTIME */
 int64_t time_mono_ms(void);    /* CLOCK_MONOTONIC, for intervals */
 int64_t time_mono_us(void);
+/* Initialises c to time its waits on CLOCK_MONOTONIC (pthread_cond_timedwait
+ * deadlines from clock_gettime(CLOCK_MONOTONIC)): a wall clock step must not
+ * stretch or cut a wait. 0, or -1 if pthread refused. */
+int time_cond_init_mono(pthread_cond_t *c);
 
 /* "2026-11-21T14:03:07.250Z", "2026-11-21T15:03:07+01:00", "2026-11-21 14:03:07Z",
  * or epoch: "1763733787" (seconds), "1763733787.25" (seconds), "1763733787250" (ms, 13+ digits).

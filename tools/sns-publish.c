@@ -313,15 +313,6 @@ static struct {
 
 #define COUNT(x) __atomic_fetch_add(&P.x, 1, __ATOMIC_RELAXED)
 
-static void cond_init_mono(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-}
-
 static int64_t ts_ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
 
 static int64_t mono_ns(void)
@@ -345,12 +336,6 @@ static void cond_wait_ns(pthread_cond_t *c, pthread_mutex_t *m, int64_t ns)
     int64_t t = mono_ns() + ns;
     struct timespec ts = {t / 1000000000, t % 1000000000};
     pthread_cond_timedwait(c, m, &ts);
-}
-
-static const char *i64s(char b[24], int64_t v)
-{
-    snprintf(b, 24, "%lld", (long long)v);
-    return b;
 }
 
 /* Visibility after a failed attempt: base * 2^(rc-1) seconds, capped. */
@@ -509,7 +494,7 @@ static void *committer_main(void *arg)
         } else {
             int vis = backoff_s(it->w.rc);
             log_ev(LOG_ERROR, "commit failed: handing the message back", "id", it->w.r.id, "mid", it->w.mid, "error",
-                   c->s->err, "retry_s", i64s(b, vis), NULL);
+                   c->s->err, "retry_s", log_i64_buf(b, vis), NULL);
             release(it, vis);
         }
         sched_rec_free(&out);
@@ -836,9 +821,9 @@ static void on_published(tail *t, item *it)
              sched_state_name(it->from));
     if (log_level() <= LOG_DEBUG) {
         char a[24], b[24], c[24], d[24];
-        log_ev(LOG_DEBUG, "published", "id", it->w.r.id, "mid", it->w.mid, "late_us", i64s(a, it->late_us),
-               "arrived_ms_before", i64s(b, it->w.r.due - it->t_arrived), "committed_ms_before",
-               i64s(c, it->w.r.due - it->t_committed), "commit_us", i64s(d, it->commit_us), NULL);
+        log_ev(LOG_DEBUG, "published", "id", it->w.r.id, "mid", it->w.mid, "late_us", log_i64_buf(a, it->late_us),
+               "arrived_ms_before", log_i64_buf(b, it->w.r.due - it->t_arrived), "committed_ms_before",
+               log_i64_buf(c, it->w.r.due - it->t_committed), "commit_us", log_i64_buf(d, it->commit_us), NULL);
     }
     outbox_add(t, report_line(it, "published", extra));
 }
@@ -854,7 +839,7 @@ static void on_failed(tail *t, item *it)
     const char *state = rc == STORE_OK ? "ENQUEUED" : "PUBLISHED";
     char b[24], extra[128];
     log_ev(LOG_WARN, "publish failed: SQS will redeliver", "id", it->w.r.id, "mid", it->w.mid, "error", it->error,
-           "retry_s", i64s(b, it->vis), NULL);
+           "retry_s", log_i64_buf(b, it->vis), NULL);
     if (rc != STORE_OK)
         log_ev(LOG_ERROR, "could not revert the commit", "id", it->w.r.id, "error", t->s->err, NULL);
     snprintf(extra, sizeof extra, ",\"attempts\":%lld,\"state\":\"%s\",\"retry_s\":%d", (long long)it->attempts, state,
@@ -949,7 +934,7 @@ static void extend(tail *t)
         }
     pthread_mutex_unlock(&P.rmu);
     if (n) {
-        log_ev(LOG_INFO, "extending the visibility of held messages", "n", i64s((char[24]){0}, (int64_t)n), NULL);
+        log_ev(LOG_INFO, "extending the visibility of held messages", "n", log_i64_buf((char[24]){0}, (int64_t)n), NULL);
         sqs_handle_entry *ent = xcalloc(n, sizeof *ent);
         for (size_t i = 0; i < n; i++) ent[i] = (sqs_handle_entry){NULL, v[i]->w.rh, P.vis_s};
         vis_calls(t, ent, v, n);
@@ -1021,7 +1006,7 @@ static void *tail_main(void *arg)
     /* last reports: a bounded wait for a slow reader */
     outbox_flush(t, 1000);
     for (size_t i = 0; i < t->nout; i++) free(t->outbox[i]);
-    if (t->nout) log_ev(LOG_WARN, "reports not sent at exit", "n", i64s((char[24]){0}, (int64_t)t->nout), NULL);
+    if (t->nout) log_ev(LOG_WARN, "reports not sent at exit", "n", log_i64_buf((char[24]){0}, (int64_t)t->nout), NULL);
     return NULL;
 }
 
@@ -1253,8 +1238,8 @@ static void init_shared(void)
     pthread_mutex_init(&P.tmu, NULL);
     pthread_mutex_init(&P.rmu, NULL);
     pthread_cond_init(&P.ccv, NULL);
-    cond_init_mono(&P.pcv);
-    cond_init_mono(&P.tcv);
+    time_cond_init_mono(&P.pcv);
+    time_cond_init_mono(&P.tcv);
     P.reg.rnext = P.reg.rprev = &P.reg;
     const char *h = getenv("DELAYER_TEST_CRASH_AFTER_COMMIT");
     P.crash_after_commit = h && strcmp(h, "1") == 0;
@@ -1267,7 +1252,7 @@ static void log_summary(void)
     const uint64_t n[13] = {P.n_in, P.n_published, P.n_replayed, P.n_dropped, P.n_failed, P.n_deferred,
                             P.n_released - P.n_deferred, P.n_rejected, P.r_publish, P.r_delete, P.r_visibility,
                             P.late_max_us, 0};
-    for (int i = 0; i < 12; i++) i64s(v[i], (int64_t)n[i]);
+    for (int i = 0; i < 12; i++) log_i64_buf(v[i], (int64_t)n[i]);
     log_ev(LOG_INFO, "stopped", "received", v[0], "published", v[1], "replayed", v[2], "dropped", v[3], "failed", v[4],
            "deferred", v[5], "handed_back", v[6], "rejected", v[7], "publish_requests", v[8], "delete_requests", v[9],
            "visibility_requests", v[10], "late_max_us", v[11], NULL);

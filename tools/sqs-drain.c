@@ -186,17 +186,6 @@ static struct {
     int64_t pace_ms;           /* --pace */
 } G = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, -1, 0};
 
-/* Condition variables time their waits on the monotonic clock: a wall
- * clock step must not stretch or cut a wait. */
-static void cond_init_mono(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-}
-
 static void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms)
 {
     struct timespec ts;
@@ -206,13 +195,6 @@ static void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms)
     ts.tv_nsec += (ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
     pthread_cond_timedwait(c, m, &ts);
-}
-
-/* log_i64's static ring is not thread-safe: threads format their own. */
-static const char *i64s(char b[24], int64_t v)
-{
-    snprintf(b, 24, "%lld", (long long)v);
-    return b;
 }
 
 /* ------------------------------------------------------------ handing back */
@@ -230,7 +212,7 @@ static void set_visibility(aws_client *c, const char *url, const char *const *rh
         size_t m = n - i < SQS_BATCH_MAX ? n - i : SQS_BATCH_MAX;
         for (size_t k = 0; k < m; k++) ent[k] = (sqs_handle_entry){NULL, rh[i + k], seconds};
         if (sqs_change_visibility_batch(c, url, ent, m, res, &e) < 0) {
-            log_ev(LOG_WARN, "visibility change failed", "n", i64s(b, (int64_t)m), "code", e.code, "error", e.message, NULL);
+            log_ev(LOG_WARN, "visibility change failed", "n", log_i64_buf(b, (int64_t)m), "code", e.code, "error", e.message, NULL);
             continue;
         }
         for (size_t k = 0; k < m; k++)
@@ -742,8 +724,8 @@ int main(int argc, char **argv)
     G.wait_s = d.cfg.wait_s;
     G.recv_vis = d.cfg.dead ? DEAD_VIS_S : -1;
     G.pace_ms = d.cfg.pace_ms;
-    cond_init_mono(&G.got);
-    cond_init_mono(&G.gate);
+    time_cond_init_mono(&G.got);
+    time_cond_init_mono(&G.gate);
     char err[768];
     if ((rc = open_queue(&d, err, sizeof err)) != 0) {
         log_ev(LOG_ERROR, "cannot open the queue", "error", err, NULL);
