@@ -2,6 +2,8 @@
 #include "aws.h"
 #include "log.h"
 #include "metrics.h"
+#include "sqs.h"
+#include "timeutil.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -434,3 +436,111 @@ int stage_ready(stage_opts *o)
 }
 
 int stage_should_stop(void) { return zpipe_interrupted(); }
+
+int stage_opt_bad(const stage_opts *o, const char *name, const char *val)
+{
+    char opt[72], hint[128];
+    snprintf(opt, sizeof opt, "--%s", name);
+    snprintf(hint, sizeof hint, "%s --help", o->spec->name);
+    log_ev(LOG_ERROR, "bad option value", "option", opt, "value", val ? val : "", "hint", hint, NULL);
+    return -1;
+}
+
+int stage_opt_duration(const stage_opts *o, const char *name, int64_t dflt, int64_t max, int64_t *v)
+{
+    char err[256];
+    const char *s = stage_opt_get(o, name);
+    *v = dflt;
+    if (s && (time_parse_duration(s, v, err, sizeof err) < 0 || *v > max)) return stage_opt_bad(o, name, s);
+    return 0;
+}
+
+int stage_opt_long(const stage_opts *o, const char *name, long lo, long hi, long dflt, long *v)
+{
+    const char *s = stage_opt_get(o, name);
+    *v = dflt;
+    if (!s) return 0;
+    long n = parse_long(s, lo, hi);   /* -1: bad (lo >= 0) */
+    if (n < 0) return stage_opt_bad(o, name, s);
+    *v = n;
+    return 0;
+}
+
+int stage_opt_queue(const stage_opts *o, int dead_ok, const char **queue)
+{
+    const char *q = stage_opt_get(o, "queue");
+    *queue = q ? q : "delay";
+    if (!q || strcmp(q, "delay") == 0 || (dead_ok && strcmp(q, "dead") == 0) || strncmp(q, "http://", 7) == 0 ||
+        strncmp(q, "https://", 8) == 0)
+        return 0;
+    return stage_opt_bad(o, "queue", q);
+}
+
+int stage_opt_prefix(const stage_opts *o, const char **prefix)
+{
+    char err[256];
+    *prefix = stage_opt_get(o, "prefix");
+    if (*prefix && store_check_prefix(*prefix, err, sizeof err) < 0) return stage_opt_bad(o, "prefix", *prefix);
+    return 0;
+}
+
+store *stage_store_open(const char *prefix, char *err, size_t errlen, int *code)
+{
+    store_conf c;
+    *code = STAGE_EXIT_USAGE;
+    if (store_conf_env(&c, err, errlen) < 0) return NULL;
+    if (prefix) c.prefix = prefix;
+    *code = STAGE_EXIT_SYSTEM;
+    store *s = store_open(&c, err, errlen);
+    if (!s) return NULL;
+    int rc = store_load(s);
+    if (rc != STORE_OK) {
+        snprintf(err, errlen, "%s", s->err);
+        if (rc == STORE_NOTFOUND) *code = STAGE_EXIT_USAGE;
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+store *stage_store_load(const store_conf *c, int *code)
+{
+    char err[512];
+    store *s = store_open(c, err, sizeof err);
+    if (!s) {
+        log_ev(LOG_ERROR, "cannot open the store", "error", err, NULL);
+        *code = strncmp(err, "prefix", 6) ? STAGE_EXIT_SYSTEM : STAGE_EXIT_USAGE;
+        return NULL;
+    }
+    if (store_load(s) != STORE_OK) {
+        log_ev(LOG_ERROR, "cannot load the deployment", "error", s->err, NULL);
+        store_close(s);
+        *code = STAGE_EXIT_SYSTEM;
+        return NULL;
+    }
+    return s;
+}
+
+const char *stage_queue_url(const store *s, const char *queue)
+{
+    if (strcmp(queue, "delay") == 0) return s->queue_url;
+    if (strcmp(queue, "dead") == 0) return s->dlq_url;
+    return queue;
+}
+
+int stage_queue_visibility(aws_client *c, const char *url, int *vis_s, int *gone, char *err, size_t errlen)
+{
+    buf_t v = BUF_INIT;
+    aws_err e;
+    if (gone) *gone = 0;
+    if (sqs_get_queue_attribute(c, url, "VisibilityTimeout", &v, &e) < 0) {
+        snprintf(err, errlen, "queue %s: %s: %s", url, e.code, e.message);
+        if (gone) *gone = aws_err_is(&e, "QueueDoesNotExist") || aws_err_is(&e, "NonExistentQueue");
+        buf_free(&v);
+        return -1;
+    }
+    *vis_s = atoi(buf_str(&v));
+    if (*vis_s < 2) *vis_s = 2;
+    buf_free(&v);
+    return 0;
+}

@@ -44,6 +44,7 @@
  * the stage handles, not a silent death. */
 #ifndef DELAYER_STAGE_H
 #define DELAYER_STAGE_H
+#include "store.h"
 #include "zpipe.h"
 
 /* Exit status, the same for every tool. The supervisor restarts an instance
@@ -100,4 +101,43 @@ int stage_open(const stage_opts *o, zpipe_in **in, zpipe_out **out);
 int stage_ready(stage_opts *o);
 /* 1 once SIGTERM/SIGINT came (or zpipe_interrupt() was called). */
 int stage_should_stop(void);
+
+/* Option values. Each reads the stage option NAME (without "--"); when it
+ * was not given the default is kept. A bad value is a usage error, logged
+ * as msg="bad option value" option=--NAME value=V hint="STAGE --help": the
+ * function returns -1 and the caller exits with STAGE_EXIT_USAGE. */
+/* Logs that usage error for --NAME and VAL (NULL logs ""). Always -1. */
+int stage_opt_bad(const stage_opts *o, const char *name, const char *val);
+/* A duration (time_parse_duration: "250ms", "2s") of at most max ms into *v;
+ * dflt when absent. 0 or -1. */
+int stage_opt_duration(const stage_opts *o, const char *name, int64_t dflt, int64_t max, int64_t *v);
+/* A whole decimal number in [lo, hi] (0 <= lo) into *v; dflt when absent.
+ * 0 or -1. */
+int stage_opt_long(const stage_opts *o, const char *name, long lo, long hi, long dflt, long *v);
+/* --queue Q: "delay" (the default), a queue URL (http:// or https://) or,
+ * when dead_ok, "dead"; into *queue. 0 or -1. */
+int stage_opt_queue(const stage_opts *o, int dead_ok, const char **queue);
+/* --prefix P, checked (store_check_prefix), into *prefix; NULL when absent
+ * (store_conf_env's choice stands). 0 or -1. */
+int stage_opt_prefix(const stage_opts *o, const char **prefix);
+
+/* The deployment, for a stage: store_conf_env, prefix (if not NULL) over
+ * it, store_open and store_load. The store, or NULL with the reason in err
+ * and in *code the exit status: STAGE_EXIT_USAGE for a bad environment or a
+ * deployment not initialised, else STAGE_EXIT_SYSTEM. */
+store *stage_store_open(const char *prefix, char *err, size_t errlen, int *code);
+/* The deployment from a ready store_conf: store_open and store_load, each
+ * failure logged ("cannot open the store" / "cannot load the deployment",
+ * error=...). The store, or NULL with in *code STAGE_EXIT_USAGE for a bad
+ * prefix, else STAGE_EXIT_SYSTEM (a deployment not initialised included:
+ * the supervisor restarts the stage until it is). */
+store *stage_store_load(const store_conf *c, int *code);
+/* The URL of the queue named by a --queue value (stage_opt_queue): "delay"
+ * the deployment's delay queue, "dead" its dead-letter queue, anything else
+ * is the URL itself. NULL when the deployment has none recorded. */
+const char *stage_queue_url(const store *s, const char *queue);
+/* The queue's VisibilityTimeout (GetQueueAttributes) into *vis_s, at least
+ * 2 s. 0, or -1 with err "queue URL: Code: message" and, if gone is not
+ * NULL, *gone set to 1 when the queue does not exist (else 0). */
+int stage_queue_visibility(aws_client *c, const char *url, int *vis_s, int *gone, char *err, size_t errlen);
 #endif

@@ -515,22 +515,6 @@ static void scanner_free(scanner *sc)
     free(sc->sh);
 }
 
-static store *open_deployment(const store_conf *c)
-{
-    char err[512];
-    store *s = store_open(c, err, sizeof err);
-    if (!s) {
-        log_ev(LOG_ERROR, "cannot open the store", "error", err, NULL);
-        return NULL;
-    }
-    if (store_load(s) != STORE_OK) {
-        log_ev(LOG_ERROR, "cannot load the deployment", "error", s->err, NULL);
-        store_close(s);
-        return NULL;
-    }
-    return s;
-}
-
 int main(int argc, char **argv)
 {
     stage_opts o;
@@ -540,7 +524,7 @@ int main(int argc, char **argv)
     int rc = stage_init(argc, argv, &spec, &o);
     if (rc != STAGE_RUN) return rc;
     if ((rc = read_opts(&o, &c, &so)) != STAGE_RUN) return rc;
-    if (!(sc.s = open_deployment(&c))) return STAGE_EXIT_SYSTEM;
+    if (!(sc.s = stage_store_load(&c, &rc))) return STAGE_EXIT_SYSTEM;
     if (shards_init(&sc, &so) < 0 || (rc = stage_open(&o, NULL, &sc.out)) != 0) {
         scanner_free(&sc);
         store_close(sc.s);

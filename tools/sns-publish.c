@@ -139,51 +139,20 @@ typedef struct {
     int ncommit, npublish;
 } config;
 
-static int usage_err(const char *what, const char *val)
-{
-    log_ev(LOG_ERROR, "bad option value", "option", what, "value", val ? val : "", "hint", "sns-publish --help", NULL);
-    return STAGE_EXIT_USAGE;
-}
-
-static int opt_duration(const stage_opts *o, const char *name, int64_t dflt, int64_t max, int64_t *v)
-{
-    char err[256], opt[64];
-    const char *s = stage_opt_get(o, name);
-    *v = dflt;
-    snprintf(opt, sizeof opt, "--%s", name);
-    if (s && (time_parse_duration(s, v, err, sizeof err) < 0 || *v > max)) return usage_err(opt, s);
-    return 0;
-}
-
-static int opt_count(const stage_opts *o, const char *name, int dflt, int *v)
-{
-    char opt[64];
-    const char *s = stage_opt_get(o, name);
-    *v = dflt;
-    if (!s) return 0;
-    char *end;
-    long n = strtol(s, &end, 10);
-    snprintf(opt, sizeof opt, "--%s", name);
-    if (!*s || *end || n < 1 || n > 16) return usage_err(opt, s);
-    *v = (int)n;
-    return 0;
-}
-
 static int read_config(const stage_opts *o, config *c)
 {
-    char err[256];
-    c->prefix = stage_opt_get(o, "prefix");
-    c->queue = stage_opt_get(o, "queue");
-    if (!c->queue) c->queue = "delay";
-    if (strcmp(c->queue, "delay") != 0 && strncmp(c->queue, "http://", 7) != 0 && strncmp(c->queue, "https://", 8) != 0)
-        return usage_err("--queue", c->queue);
-    if (c->prefix && store_check_prefix(c->prefix, err, sizeof err) < 0) return usage_err("--prefix", c->prefix);
-    if (opt_duration(o, "commit-lead", 50, 10000, &c->lead_ms) || opt_duration(o, "linger", 5, 1000, &c->linger_ms) ||
-        opt_duration(o, "max-hold", 5000, 600000, &c->max_hold_ms) ||
-        opt_duration(o, "retry-backoff", 2000, BACKOFF_MAX * 1000, &c->backoff_ms) ||
-        opt_duration(o, "delete-flush", 250, 10000, &c->del_flush_ms) || opt_count(o, "commit-threads", 4, &c->ncommit) ||
-        opt_count(o, "publish-threads", 2, &c->npublish))
+    long ncommit, npublish;
+    if (stage_opt_queue(o, 0, &c->queue) < 0 || stage_opt_prefix(o, &c->prefix) < 0 ||
+        stage_opt_duration(o, "commit-lead", 50, 10000, &c->lead_ms) < 0 ||
+        stage_opt_duration(o, "linger", 5, 1000, &c->linger_ms) < 0 ||
+        stage_opt_duration(o, "max-hold", 5000, 600000, &c->max_hold_ms) < 0 ||
+        stage_opt_duration(o, "retry-backoff", 2000, BACKOFF_MAX * 1000, &c->backoff_ms) < 0 ||
+        stage_opt_duration(o, "delete-flush", 250, 10000, &c->del_flush_ms) < 0 ||
+        stage_opt_long(o, "commit-threads", 1, 16, 4, &ncommit) < 0 ||
+        stage_opt_long(o, "publish-threads", 1, 16, 2, &npublish) < 0)
         return STAGE_EXIT_USAGE;
+    c->ncommit = (int)ncommit;
+    c->npublish = (int)npublish;
     if (c->del_flush_ms < 1) c->del_flush_ms = 1;   /* the tail's timer: 0 would spin */
     return 0;
 }
@@ -1118,46 +1087,16 @@ static void hand_back(reader *r)
 
 /* ------------------------------------------------------------ setup */
 
-static store *open_store(char *err, size_t errlen, int *code)
-{
-    store_conf c;
-    *code = STAGE_EXIT_USAGE;
-    if (store_conf_env(&c, err, errlen) < 0) return NULL;
-    if (P.cfg.prefix) c.prefix = P.cfg.prefix;
-    *code = STAGE_EXIT_SYSTEM;
-    store *s = store_open(&c, err, errlen);
-    if (!s) return NULL;
-    int rc = store_load(s);
-    if (rc != STORE_OK) {
-        snprintf(err, errlen, "%s", s->err);
-        if (rc == STORE_NOTFOUND) *code = STAGE_EXIT_USAGE;
-        store_close(s);
-        return NULL;
-    }
-    return s;
-}
-
 /* The queue URL and its visibility timeout, through the tail's client. */
 static int open_queue(tail *t, char *err, size_t errlen)
 {
-    const char *url = strcmp(P.cfg.queue, "delay") == 0 ? t->s->queue_url : P.cfg.queue;
-    P.url = xstrdup(url);
+    P.url = xstrdup(stage_queue_url(t->s, P.cfg.queue));
     P.grace_ms = t->s->conf.grace_ms;
     if (!(t->sqs = store_sqs(t->s))) {
         snprintf(err, errlen, "%s", t->s->err);
         return STAGE_EXIT_SYSTEM;
     }
-    buf_t v = BUF_INIT;
-    aws_err e;
-    if (sqs_get_queue_attribute(t->sqs, P.url, "VisibilityTimeout", &v, &e) < 0) {
-        snprintf(err, errlen, "queue %s: %s: %s", P.url, e.code, e.message);
-        buf_free(&v);
-        return STAGE_EXIT_SYSTEM;
-    }
-    P.vis_s = atoi(buf_str(&v));
-    if (P.vis_s < 2) P.vis_s = 2;
-    buf_free(&v);
-    return 0;
+    return stage_queue_visibility(t->sqs, P.url, &P.vis_s, NULL, err, errlen) < 0 ? STAGE_EXIT_SYSTEM : 0;
 }
 
 typedef struct {
@@ -1170,7 +1109,7 @@ static int make_workers(workers *w, char *err, size_t errlen, int *code)
 {
     w->c = xcalloc((size_t)P.cfg.ncommit, sizeof *w->c);
     w->p = xcalloc((size_t)P.cfg.npublish, sizeof *w->p);
-    if (!(w->t.s = open_store(err, errlen, code))) return -1;
+    if (!(w->t.s = stage_store_open(P.cfg.prefix, err, errlen, code))) return -1;
     if ((*code = open_queue(&w->t, err, errlen)) != 0) return -1;
     *code = STAGE_EXIT_SYSTEM;
     /* A schedule is due within commit-lead of its commit: one attempt that
@@ -1179,7 +1118,7 @@ static int make_workers(workers *w, char *err, size_t errlen, int *code)
      * better retried here than through SQS, where every redelivery counts
      * towards maxReceiveCount. */
     for (int i = 0; i < P.cfg.ncommit; i++) {
-        if (!(w->c[i].s = open_store(err, errlen, code))) return -1;
+        if (!(w->c[i].s = stage_store_open(P.cfg.prefix, err, errlen, code))) return -1;
         aws_client_set_timeouts(w->c[i].s->ddb, 1000, 5000);
     }
     for (int i = 0; i < P.cfg.npublish; i++) {

@@ -115,46 +115,20 @@ typedef struct {
     int dead;                  /* reading the dead-letter queue */
 } config;
 
-static long parse_num(const char *s, long lo, long hi, long dflt)
-{
-    if (!s) return dflt;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    return (errno || !*s || *end || v < lo || v > hi) ? -1 : v;
-}
-
-static int usage_err(const char *what, const char *val)
-{
-    log_ev(LOG_ERROR, "bad option value", "option", what, "value", val ? val : "", "hint", "sqs-drain --help", NULL);
-    return STAGE_EXIT_USAGE;
-}
-
 static int read_config(const stage_opts *o, config *c)
 {
-    char err[256];
-    c->prefix = stage_opt_get(o, "prefix");
-    c->queue = stage_opt_get(o, "queue");
-    if (!c->queue) c->queue = "delay";
+    long concurrency, wait_s;
+    if (stage_opt_queue(o, 1, &c->queue) < 0) return STAGE_EXIT_USAGE;
     c->dead = strcmp(c->queue, "dead") == 0;
-    if (!c->dead && strcmp(c->queue, "delay") != 0 && strncmp(c->queue, "http://", 7) != 0 &&
-        strncmp(c->queue, "https://", 8) != 0)
-        return usage_err("--queue", c->queue);
-    long v = parse_num(stage_opt_get(o, "concurrency"), 1, 32, 2);
-    if (v < 0) return usage_err("--concurrency", stage_opt_get(o, "concurrency"));
-    c->concurrency = (int)v;
-    if ((v = parse_num(stage_opt_get(o, "wait"), 0, SQS_WAIT_MAX, SQS_WAIT_MAX)) < 0)
-        return usage_err("--wait", stage_opt_get(o, "wait"));
-    c->wait_s = (int)v;
-    c->hold_ms = 5000;
-    const char *h = stage_opt_get(o, "hold");
-    if (h && time_parse_duration(h, &c->hold_ms, err, sizeof err) < 0) return usage_err("--hold", h);
-    c->pace_ms = PACE_DEFAULT_MS;
-    const char *pc = stage_opt_get(o, "pace");
-    if (pc && (time_parse_duration(pc, &c->pace_ms, err, sizeof err) < 0 || c->pace_ms > PACE_MAX_MS))
-        return usage_err("--pace", pc);
+    if (stage_opt_long(o, "concurrency", 1, 32, 2, &concurrency) < 0 ||
+        stage_opt_long(o, "wait", 0, SQS_WAIT_MAX, SQS_WAIT_MAX, &wait_s) < 0 ||
+        stage_opt_duration(o, "hold", 5000, INT64_MAX, &c->hold_ms) < 0 ||
+        stage_opt_duration(o, "pace", PACE_DEFAULT_MS, PACE_MAX_MS, &c->pace_ms) < 0)
+        return STAGE_EXIT_USAGE;
+    c->concurrency = (int)concurrency;
+    c->wait_s = (int)wait_s;
     if (c->dead) c->pace_ms = 0;   /* dead letters are not timed */
-    if (c->prefix && store_check_prefix(c->prefix, err, sizeof err) < 0) return usage_err("--prefix", c->prefix);
+    if (stage_opt_prefix(o, &c->prefix) < 0) return STAGE_EXIT_USAGE;
     return 0;
 }
 
@@ -636,16 +610,9 @@ static void run(drain *d)
 
 static int open_queue(drain *d, char *err, size_t errlen)
 {
-    store_conf c;
-    if (store_conf_env(&c, err, errlen) < 0) return STAGE_EXIT_USAGE;
-    if (d->cfg.prefix) c.prefix = d->cfg.prefix;
-    if (!(d->s = store_open(&c, err, errlen))) return STAGE_EXIT_SYSTEM;
-    int rc = store_load(d->s);
-    if (rc != STORE_OK) {
-        snprintf(err, errlen, "%s", d->s->err);
-        return rc == STORE_NOTFOUND ? STAGE_EXIT_USAGE : STAGE_EXIT_SYSTEM;
-    }
-    const char *url = d->cfg.dead ? d->s->dlq_url : strcmp(d->cfg.queue, "delay") == 0 ? d->s->queue_url : d->cfg.queue;
+    int rc, gone;
+    if (!(d->s = stage_store_open(d->cfg.prefix, err, errlen, &rc))) return rc;
+    const char *url = stage_queue_url(d->s, d->cfg.queue);
     if (!url) {
         snprintf(err, errlen, "queue: the deployment has no %s queue recorded (run delayer init)", d->cfg.queue);
         return STAGE_EXIT_USAGE;
@@ -655,17 +622,9 @@ static int open_queue(drain *d, char *err, size_t errlen)
         snprintf(err, errlen, "%s", d->s->err);
         return STAGE_EXIT_SYSTEM;
     }
-    buf_t v = BUF_INIT;
-    aws_err e;
-    if (sqs_get_queue_attribute(d->c, G.url, "VisibilityTimeout", &v, &e) < 0) {
-        snprintf(err, errlen, "queue %s: %s: %s", G.url, e.code, e.message);
-        buf_free(&v);
-        return aws_err_is(&e, "QueueDoesNotExist") || aws_err_is(&e, "NonExistentQueue") ? STAGE_EXIT_USAGE
-                                                                                          : STAGE_EXIT_SYSTEM;
-    }
-    d->vis_s = d->cfg.dead ? DEAD_VIS_S : atoi(buf_str(&v));
-    if (d->vis_s < 2) d->vis_s = 2;
-    buf_free(&v);
+    if (stage_queue_visibility(d->c, G.url, &d->vis_s, &gone, err, errlen) < 0)
+        return gone ? STAGE_EXIT_USAGE : STAGE_EXIT_SYSTEM;
+    if (d->cfg.dead) d->vis_s = DEAD_VIS_S;
     return 0;
 }
 

@@ -422,11 +422,9 @@ static int setup(pusher *p, const stage_opts *o)
         return STAGE_EXIT_USAGE;
     }
     if ((v = stage_opt_get(o, "prefix"))) c.prefix = v;
-    if (!(p->s = store_open(&c, err, sizeof err))) {
-        log_ev(LOG_ERROR, "cannot open the store", "error", err, NULL);
-        return strncmp(err, "prefix", 6) ? STAGE_EXIT_SYSTEM : STAGE_EXIT_USAGE;
-    }
-    if (store_load(p->s) != STORE_OK || !(p->sqs = store_sqs(p->s))) {
+    int rc;
+    if (!(p->s = stage_store_load(&c, &rc))) return rc;
+    if (!(p->sqs = store_sqs(p->s))) {
         log_ev(LOG_ERROR, "cannot load the deployment", "error", p->s->err, NULL);
         return STAGE_EXIT_SYSTEM;
     }

@@ -547,14 +547,8 @@ static int setup(updater *u, const stage_opts *o, int64_t *flush_ms)
     }
     if (stage_opt_get(o, "no-events")) c.events = 0;
     if ((v = stage_opt_get(o, "prefix"))) c.prefix = v;
-    if (!(u->s = store_open(&c, err, sizeof err))) {
-        log_ev(LOG_ERROR, "cannot open the store", "error", err, NULL);
-        return strncmp(err, "prefix", 6) ? STAGE_EXIT_SYSTEM : STAGE_EXIT_USAGE;
-    }
-    if (store_load(u->s) != STORE_OK) {
-        log_ev(LOG_ERROR, "cannot load the deployment", "error", u->s->err, NULL);
-        return STAGE_EXIT_SYSTEM;
-    }
+    int rc;
+    if (!(u->s = stage_store_load(&c, &rc))) return rc;
     u->counts = store_counts_new();
     return STAGE_RUN;
 }
