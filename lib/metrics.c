@@ -64,12 +64,18 @@ static metrics_series *lookup(const char *name, const char *help, const char *la
     return s;
 }
 
-metrics_series *metrics_counter(const char *name, const char *help, const char *labels)
+/* lookup under the registry lock. */
+static metrics_series *lookup_locked(const char *name, const char *help, const char *labels, int type)
 {
     pthread_mutex_lock(&reg_mu);
-    metrics_series *s = lookup(name, help, labels, M_COUNTER);
+    metrics_series *s = lookup(name, help, labels, type);
     pthread_mutex_unlock(&reg_mu);
     return s;
+}
+
+metrics_series *metrics_counter(const char *name, const char *help, const char *labels)
+{
+    return lookup_locked(name, help, labels, M_COUNTER);
 }
 
 void metrics_inc(metrics_series *s, uint64_t n)
@@ -84,10 +90,7 @@ void metrics_count(const char *name, const char *help, const char *labels, uint6
 
 metrics_series *metrics_gauge(const char *name, const char *help, const char *labels)
 {
-    pthread_mutex_lock(&reg_mu);
-    metrics_series *s = lookup(name, help, labels, M_GAUGE);
-    pthread_mutex_unlock(&reg_mu);
-    return s;
+    return lookup_locked(name, help, labels, M_GAUGE);
 }
 
 void metrics_set(metrics_series *s, double v)
