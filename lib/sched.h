@@ -24,11 +24,12 @@ enum sched_state {
 #define SCHED_ATTR_NAME_MAX 256
 #define SCHED_WINDOW_MAX    900000    /* SQS DelaySeconds limit, ms */
 /* DelaySeconds = floor((due - now - SCHED_DELAY_MARGIN_MS) / 1 s): the
- * message becomes visible 0.25-1.25 s before due, never less, so that
- * sns-publish has it in time to commit (--commit-lead) before due. Plain
+ * message becomes visible 0.5-1.5 s before due, never less, so that
+ * sns-publish has it in time to commit (--commit-lead) before due even when
+ * sqs-drain paces its receives (--pace, up to 300 ms). Plain
  * floor((due - now) / 1 s) left 5 % of messages arriving within 50 ms of
  * due: committed late, published late (issue 6's bench). */
-#define SCHED_DELAY_MARGIN_MS 250
+#define SCHED_DELAY_MARGIN_MS 500
 #define SCHED_ULID_LEN      26
 
 const char *sched_state_name(int st);          /* "NEW"...; "?" when out of range */

@@ -823,16 +823,19 @@ static void finish(item *it)
     item_free(it);
 }
 
-/* DeleteMessageBatch of everything waiting. Messages whose call failed
- * stay (next flush) unless final is set. */
-static void flush_deletes(tail *t, int final)
+/* DeleteMessageBatch of what is waiting: everything when all is set (the
+ * --delete-flush time passed, or the end), else only full batches of 10,
+ * the rest waiting for more (a remainder sent at once would cost a request
+ * for a few messages). Messages whose call failed stay (next flush) unless
+ * final is set. */
+static void flush_deletes(tail *t, int all, int final)
 {
     sqs_handle_entry ent[SQS_BATCH_MAX];
     aws_entry_result res[SQS_BATCH_MAX];
     aws_err e;
-    size_t keep = 0;
-    for (size_t i = 0; i < t->ndel; i += SQS_BATCH_MAX) {
-        size_t m = t->ndel - i < SQS_BATCH_MAX ? t->ndel - i : SQS_BATCH_MAX;
+    size_t keep = 0, end = all ? t->ndel : t->ndel - t->ndel % SQS_BATCH_MAX;
+    for (size_t i = 0; i < end; i += SQS_BATCH_MAX) {
+        size_t m = end - i < SQS_BATCH_MAX ? end - i : SQS_BATCH_MAX;
         for (size_t k = 0; k < m; k++) ent[k] = (sqs_handle_entry){NULL, t->del[i + k]->w.rh, 0};
         COUNT(r_delete);
         if (sqs_delete_batch(t->sqs, P.url, ent, m, res, &e) < 0) {
@@ -850,7 +853,8 @@ static void flush_deletes(tail *t, int final)
             finish(t->del[i + k]);
         }
     }
-    t->ndel = keep;
+    memmove(t->del + keep, t->del + end, (t->ndel - end) * sizeof *t->del);
+    t->ndel = keep + (t->ndel - end);
     t->del_since = time_mono_ms();
 }
 
@@ -964,8 +968,8 @@ static void *tail_main(void *arg)
         outbox_flush(t, 0);
         int64_t now = time_mono_ms();
         if (t->nvis) flush_vis(t);
-        if (t->ndel >= SQS_BATCH_MAX || (t->ndel && (closing || now - t->del_since >= P.cfg.del_flush_ms)))
-            flush_deletes(t, closing);
+        int due_all = t->ndel && (closing || now - t->del_since >= P.cfg.del_flush_ms);
+        if (due_all || t->ndel >= SQS_BATCH_MAX) flush_deletes(t, due_all, closing);
         if (now >= t->ext_next) {
             extend(t);
             t->ext_next = now + 1000;

@@ -86,11 +86,15 @@
 #define STOP_GRACE_MS   1500    /* how long a stop waits for pollers in a long poll */
 #define VIS_MAX         43200   /* SQS's longest visibility timeout, s */
 #define DEAD_VIS_S      300     /* dead-letter messages come back after this, s */
-/* --pace: messages become visible SCHED_DELAY_MARGIN_MS (250 ms) or more
- * before due and sns-publish commits 50 ms before due, so up to 200 ms
+/* --pace: messages become visible SCHED_DELAY_MARGIN_MS (500 ms) or more
+ * before due and sns-publish commits 50 ms before due, so up to 300 ms
  * of waiting before a receive still leaves them in time. */
-#define PACE_DEFAULT_MS 100
-#define PACE_MAX_MS     200
+#define PACE_DEFAULT_MS 200
+#define PACE_MAX_MS     300
+/* A message received with less than this left before due came late (it
+ * was not visible SCHED_DELAY_MARGIN_MS before due, or waited in the queue
+ * longer than a pace): the queue carries late traffic, do not pace. */
+#define PACE_LATE_MS    (SCHED_DELAY_MARGIN_MS - PACE_MAX_MS - 50)
 
 /* ------------------------------------------------------------ options */
 
@@ -100,7 +104,7 @@ static const stage_opt opts[] = {
     {"concurrency", "N", "receive requests in flight when the queue is busy, 1-32 [2]"},
     {"wait", "SECONDS", "long-poll wait of ReceiveMessage, 0-20 [20]"},
     {"hold", "DURATION", "how long records the downstream does not take are retried before they go back to the queue [5s]"},
-    {"pace", "DURATION", "after a receive that came back short, wait this long before the next one (fewer requests; 0 = off, at most 200ms) [100ms]"},
+    {"pace", "DURATION", "after a receive that came back short, wait this long before the next one (fewer requests; 0 = off, at most 300ms) [200ms]"},
     {NULL, NULL, NULL}};
 
 static const stage_spec spec = {
@@ -274,12 +278,12 @@ static void pause_ms(int64_t ms)
  * per schedule at low rates. Waiting a little after a short receive lets
  * the next one take what became visible meanwhile. Not after a full receive
  * (a backlog: go on at once), nor when a message received was due within
- * the margin plus the pace (it came late, e.g. scheduled a moment ahead or
- * caught up after downtime: others like it must not wait). */
+ * PACE_LATE_MS (it came late, e.g. scheduled a moment ahead or caught up
+ * after downtime: others like it must not wait). */
 static int should_pace(const sqs_messages *m, int max)
 {
     if (G.pace_ms <= 0 || m->n == 0 || (int)m->n >= max) return 0;
-    int64_t soon = time_now_ms() + SCHED_DELAY_MARGIN_MS + G.pace_ms;
+    int64_t soon = time_now_ms() + PACE_LATE_MS;
     for (size_t i = 0; i < m->n; i++) {
         json_doc d;
         int64_t due = 0;

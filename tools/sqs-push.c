@@ -6,7 +6,7 @@
  * fields (the payload left out, "nopayload", when the body would exceed
  * SQS's size limit), DelaySeconds = clamp(floor((due - now - 250 ms) / 1 s),
  * 0, 900) (SCHED_DELAY_MARGIN_MS): rounded DOWN with a margin, so the message
- * arrives 0.25-1.25 s early and sns-publish holds it to the exact
+ * arrives 0.5-1.5 s early and sns-publish holds it to the exact
  * millisecond; never rounded up (late).
  *
  * For each record it emits one report record to --out for state-update:
