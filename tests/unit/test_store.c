@@ -1,4 +1,4 @@
-/* test_store: unit tests of lib/store.c's pure parts (configuration from
+/* test_store: unit tests of lib/store*.c's pure parts (configuration from
  * the environment, prefix check, counter batching, re-claim back-off,
  * list cursors) and, when run with arguments, a hook for the shell suites:
  *
