@@ -3,6 +3,7 @@
 #include "sqs.h"
 #include "awsop.h"
 #include "json.h"
+#include "timeutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,12 +389,14 @@ int sqs_receive(aws_client *c, const char *queue_url, int max, int wait_seconds,
     aws_client_get_timeouts(c, &conn, &total);
     if (total < need) aws_client_set_timeouts(c, conn, need);
     int rc = sqs_call(c, "ReceiveMessage", &b, &resp, &d, e);
+    int64_t received = time_now_ms();
     aws_client_set_timeouts(c, conn, total);
     int msgs = rc == 0 ? json_get(&d, 0, "Messages") : -1;
     int nm = json_type(&d, msgs) == JSON_ARR ? json_size(&d, msgs) : 0;
     if (nm > 0) out->v = xcalloc((size_t)nm, sizeof *out->v);
     for (int t = json_first(&d, msgs); t >= 0 && (int)out->n < nm; t = json_after(&d, msgs, t))
         sqs_read_message(&d, t, &out->v[out->n++], &k, &v);
+    for (size_t i = 0; i < out->n; i++) out->v[i].received_ms = received;
     json_free(&d);
     buf_free(&b); buf_free(&resp); buf_free(&k); buf_free(&v);
     return rc;

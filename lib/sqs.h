@@ -24,6 +24,8 @@ typedef struct {
     char *body;
     long receive_count;      /* ApproximateReceiveCount, 0 if absent */
     int64_t sent_ms;         /* SentTimestamp (ms since the epoch), 0 if absent */
+    int64_t received_ms;     /* when the ReceiveMessage reply arrived (ms since the epoch):
+                              * the message's visibility timeout runs from about then */
     aws_pairs attrs;         /* message attributes: name -> StringValue (String/Number types) */
 } sqs_message;
 

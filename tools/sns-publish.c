@@ -159,7 +159,7 @@ static int read_config(const stage_opts *o, config *c)
 
 /* ------------------------------------------------------------ items */
 
-enum fate { F_NONE, F_PUBLISHED, F_DROP, F_FAILED, F_RELEASE, F_REPORT };
+enum fate { F_NONE, F_PUBLISHED, F_DROP, F_FAILED, F_RELEASE, F_REPORT, F_EXPIRED };
 
 /* One record from the input, from arrival to its end in the tail thread
  * (which alone frees it). It is in at most one queue at a time. */
@@ -173,6 +173,8 @@ typedef struct item {
     int vis;                    /* F_RELEASE / F_FAILED: visibility, s */
     int registered;
     int64_t ext_at;             /* mono ms: extend visibility then (registry) */
+    int64_t vis_until;          /* mono ms: the message may be another's from then on
+                                 * (atomic: the tail writes it, workers read it) */
     int64_t attempts;           /* after the commit */
     int from;                   /* state before the commit */
     int64_t at;                 /* wall ms when PublishBatch returned */
@@ -275,7 +277,7 @@ static struct {
     pthread_mutex_t rmu;
     item reg;
     /* counters */
-    uint64_t n_in, n_published, n_dropped, n_failed, n_released, n_deferred, n_rejected, n_replayed;
+    uint64_t n_in, n_published, n_dropped, n_failed, n_released, n_deferred, n_rejected, n_replayed, n_expired;
     uint64_t late_max_us;
     uint64_t r_publish, r_delete, r_visibility;   /* requests made (not counting retries) */
 } P;
@@ -316,11 +318,60 @@ static int backoff_s(int64_t rc)
     return s > BACKOFF_MAX ? BACKOFF_MAX : (int)s;
 }
 
+/* ------------------------------------------------------------ visibility guard */
+
+/* SQS gives a received message to nobody else until its visibility runs
+ * out; after that another sqs-drain may receive it, and the copy passes the
+ * commit as a replay (same MessageId) and is published there. A process
+ * that was paused (SIGSTOP, a frozen VM or container) past that time must
+ * not publish what it holds, or the schedule is published twice. Nothing is
+ * lost by not publishing: the message is not deleted, so it is delivered
+ * again and published then (a replay of the commit).
+ * vis_until is when, as far as this process knows, the visibility runs
+ * out: from the record's "rt" (when sqs-drain received it), less a guard
+ * (a sixth of the visibility timeout, at most 5 s: the clocks of two hosts
+ * may differ a little). The tail moves it on with every extension (at half
+ * the timeout, checked once a second: well before the guard starts) and
+ * sets it to 0 when SQS says the receipt no longer holds the message. */
+#define VIS_GUARD_MAX_MS 5000
+
+static void to_tail(item *it, int fate);
+
+static void vis_set(item *it, int64_t from_mono_ms)
+{
+    int64_t vis = (int64_t)P.vis_s * 1000, guard = vis / 6 < VIS_GUARD_MAX_MS ? vis / 6 : VIS_GUARD_MAX_MS;
+    __atomic_store_n(&it->vis_until, from_mono_ms + vis - guard, __ATOMIC_RELAXED);
+}
+
+static int vis_expired(const item *it)
+{
+    return time_mono_ms() >= __atomic_load_n(&it->vis_until, __ATOMIC_RELAXED);
+}
+
+/* The caller holds it and found its visibility run out: let it go without
+ * publishing or deleting (the tail unregisters and frees it). */
+static void give_up_expired(item *it, const char *when)
+{
+    log_ev(LOG_WARN, "visibility ran out while the message was held (process paused?): not publishing it; SQS delivers it again",
+           "id", it->w.r.id, "mid", it->w.mid, "when", when, NULL);
+    COUNT(n_expired);
+    metrics_count("delayer_expired_total", "messages let go because their visibility ran out while held", "", 1);
+    to_tail(it, F_EXPIRED);
+}
+
 /* ------------------------------------------------------------ registry */
 
 static void reg_add(item *it)
 {
-    it->ext_at = time_mono_ms() + (int64_t)P.vis_s * 500;
+    /* The visibility runs from sqs-drain's receive ("rt"), which may lie
+     * well in the past: a record that waited in a paused process's input. */
+    int64_t now = time_mono_ms(), from = now;
+    if (it->w.rt > 0) {
+        int64_t age = time_now_ms() - it->w.rt;
+        if (age > 0) from = now - age;
+    }
+    it->ext_at = from + (int64_t)P.vis_s * 500;
+    vis_set(it, from);
     pthread_mutex_lock(&P.rmu);
     it->rprev = P.reg.rprev;
     it->rnext = &P.reg;
@@ -450,6 +501,10 @@ static void *committer_main(void *arg)
     sched_rec_init(&out);
     char b[24];
     while ((it = commit_pop()) != NULL) {
+        if (vis_expired(it)) {
+            give_up_expired(it, "before the commit");
+            continue;
+        }
         int64_t t0 = time_mono_us();
         int rc = store_commit(c->s, &it->w, it->w.mid, &out);
         it->commit_us = time_mono_us() - t0;
@@ -655,6 +710,12 @@ static void publish(publisher *p, item **b, size_t n)
     entry_mem mem[SNS_BATCH_MAX];
     aws_entry_result res[SNS_BATCH_MAX];
     aws_err e;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (vis_expired(b[i])) give_up_expired(b[i], "before the publish");
+        else b[k++] = b[i];
+    }
+    if (!(n = k)) return;
     for (size_t i = 0; i < n; i++) build_entry(b[i], &ent[i], &mem[i]);
     int rc = sns_publish_batch(p->sns, b[0]->w.r.topic, ent, n, res, &e);
     COUNT(r_publish);
@@ -863,21 +924,31 @@ static void flush_deletes(tail *t, int all, int final)
  * items other threads own, whose record (w.r) a committer may be
  * replacing, while w.mid and w.rh never change. A failed change only
  * means the message reappears when its current visibility runs out. */
-static void vis_calls(tail *t, const sqs_handle_entry *ent, item *const *its, size_t n)
+/* extending: the items are held on (the registry); their vis_until moves
+ * on when SQS took the change, and drops to 0 when SQS says the receipt
+ * no longer holds the message (it was received again meanwhile). */
+static void vis_calls(tail *t, const sqs_handle_entry *ent, item *const *its, size_t n, int extending)
 {
     aws_entry_result res[SQS_BATCH_MAX];
     aws_err e;
     for (size_t i = 0; i < n; i += SQS_BATCH_MAX) {
         size_t m = n - i < SQS_BATCH_MAX ? n - i : SQS_BATCH_MAX;
+        int64_t sent = time_mono_ms();
         COUNT(r_visibility);
         if (sqs_change_visibility_batch(t->sqs, P.url, ent + i, m, res, &e) < 0) {
             log_ev(LOG_ERROR, "visibility change failed", "code", e.code, "error", e.message, NULL);
             continue;
         }
-        for (size_t k = 0; k < m; k++)
-            if (!res[k].ok)
-                log_ev(LOG_WARN, "visibility change failed", "mid", its[i + k]->w.mid, "code", res[k].code, "error",
-                       res[k].message, NULL);
+        for (size_t k = 0; k < m; k++) {
+            item *it = its[i + k];
+            if (res[k].ok) {
+                if (extending) vis_set(it, sent);
+                continue;
+            }
+            log_ev(LOG_WARN, "visibility change failed", "mid", it->w.mid, "code", res[k].code, "error",
+                   res[k].message, NULL);
+            if (extending && res[k].sender_fault) __atomic_store_n(&it->vis_until, 0, __ATOMIC_RELAXED);
+        }
     }
 }
 
@@ -886,7 +957,7 @@ static void flush_vis(tail *t)
 {
     sqs_handle_entry *ent = xcalloc(t->nvis, sizeof *ent);
     for (size_t i = 0; i < t->nvis; i++) ent[i] = (sqs_handle_entry){NULL, t->vis[i]->w.rh, t->vis[i]->vis};
-    vis_calls(t, ent, t->vis, t->nvis);
+    vis_calls(t, ent, t->vis, t->nvis, 0);
     for (size_t i = 0; i < t->nvis; i++) finish(t->vis[i]);
     t->nvis = 0;
     free(ent);
@@ -910,7 +981,7 @@ static void extend(tail *t)
         log_ev(LOG_INFO, "extending the visibility of held messages", "n", log_i64_buf((char[24]){0}, (int64_t)n), NULL);
         sqs_handle_entry *ent = xcalloc(n, sizeof *ent);
         for (size_t i = 0; i < n; i++) ent[i] = (sqs_handle_entry){NULL, v[i]->w.rh, P.vis_s};
-        vis_calls(t, ent, v, n);
+        vis_calls(t, ent, v, n, 1);
         free(ent);
     }
     free(v);
@@ -930,6 +1001,9 @@ static void handle(tail *t, item *it)
     case F_DROP:
         if (!t->ndel) t->del_since = time_mono_ms();
         push_ptr((void ***)&t->del, &t->ndel, &t->capdel, it);
+        return;
+    case F_EXPIRED:
+        finish(it);
         return;
     case F_FAILED:
         on_failed(t, it);
@@ -1035,6 +1109,7 @@ static void accept_record(reader *r, const char *line, size_t len)
         to_tail(it, F_RELEASE);
         return;
     }
+    log_ev(LOG_DEBUG, "held until due", "id", it->w.r.id, "mid", it->w.mid, "ahead_ms", log_i64(ahead), NULL);
     heap_push(&r->h, it);
 }
 
@@ -1194,11 +1269,11 @@ static void log_summary(void)
     char v[13][24];
     const uint64_t n[13] = {P.n_in, P.n_published, P.n_replayed, P.n_dropped, P.n_failed, P.n_deferred,
                             P.n_released - P.n_deferred, P.n_rejected, P.r_publish, P.r_delete, P.r_visibility,
-                            P.late_max_us, 0};
-    for (int i = 0; i < 12; i++) log_i64_buf(v[i], (int64_t)n[i]);
+                            P.late_max_us, P.n_expired};
+    for (int i = 0; i < 13; i++) log_i64_buf(v[i], (int64_t)n[i]);
     log_ev(LOG_INFO, "stopped", "received", v[0], "published", v[1], "replayed", v[2], "dropped", v[3], "failed", v[4],
            "deferred", v[5], "handed_back", v[6], "rejected", v[7], "publish_requests", v[8], "delete_requests", v[9],
-           "visibility_requests", v[10], "late_max_us", v[11], NULL);
+           "visibility_requests", v[10], "late_max_us", v[11], "expired", v[12], NULL);
 }
 
 int main(int argc, char **argv)

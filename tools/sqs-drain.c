@@ -179,9 +179,10 @@ static void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms)
 
 /* ChangeMessageVisibilityBatch for n receipt handles, 10 per call. Errors
  * are logged only: a message whose change failed still reappears when its
- * current visibility runs out. */
-static void set_visibility(aws_client *c, const char *url, const char *const *rh, size_t n, int seconds)
+ * current visibility runs out. Returns how many changes failed. */
+static size_t set_visibility(aws_client *c, const char *url, const char *const *rh, size_t n, int seconds)
 {
+    size_t failed = 0;
     sqs_handle_entry ent[SQS_BATCH_MAX];
     aws_entry_result res[SQS_BATCH_MAX];
     aws_err e;
@@ -191,11 +192,16 @@ static void set_visibility(aws_client *c, const char *url, const char *const *rh
         for (size_t k = 0; k < m; k++) ent[k] = (sqs_handle_entry){NULL, rh[i + k], seconds};
         if (sqs_change_visibility_batch(c, url, ent, m, res, &e) < 0) {
             log_ev(LOG_WARN, "visibility change failed", "n", log_i64_buf(b, (int64_t)m), "code", e.code, "error", e.message, NULL);
+            failed += m;
             continue;
         }
         for (size_t k = 0; k < m; k++)
-            if (!res[k].ok) log_ev(LOG_WARN, "visibility change failed", "code", res[k].code, "error", res[k].message, NULL);
+            if (!res[k].ok) {
+                log_ev(LOG_WARN, "visibility change failed", "code", res[k].code, "error", res[k].message, NULL);
+                failed++;
+            }
     }
+    return failed;
 }
 
 /* Hands messages m[from..] back to the queue (visibility 0). */
@@ -370,6 +376,7 @@ static int build_record(drain *d, const sqs_message *m, buf_t *line, char *err, 
     w.rh = xstrdup(m->receipt_handle);
     w.error = NULL;
     w.rc = m->receive_count;
+    w.rt = m->received_ms;
     if (d->cfg.dead) {
         w.report = xstrdup("dead");
         w.nopayload = 1;   /* state-update needs the id and chash, not the payload */
@@ -529,6 +536,24 @@ static void set_holding(int holding, int64_t pause_ms, int probe)
     pthread_mutex_unlock(&G.mu);
 }
 
+/* A held record's "rt" after its visibility was extended: sns-publish
+ * reckons from it how long the message is still its own. */
+static void restamp(held *h, int64_t rt)
+{
+    sched_wire w;
+    char err[160];
+    sched_wire_init(&w);
+    if (sched_wire_read(h->line, h->len, &w, err, sizeof err) == 0) {
+        buf_t b = BUF_INIT;
+        w.rt = rt;
+        sched_wire_write(&b, &w);
+        free(h->line);
+        h->line = b.p;
+        h->len = b.len;
+    }
+    sched_wire_free(&w);
+}
+
 /* Extends the visibility of held messages at half the timeout: they must
  * not reappear (and be received again) while this instance still has them. */
 static void extend_held(drain *d, int64_t now)
@@ -536,7 +561,8 @@ static void extend_held(drain *d, int64_t now)
     for (size_t i = 0; i < d->nh; i++) {
         if (now < d->h[i].extend_at) continue;
         const char *rh = d->h[i].rh;
-        set_visibility(d->c, G.url, &rh, 1, d->vis_s);
+        int64_t at = time_now_ms();
+        if (set_visibility(d->c, G.url, &rh, 1, d->vis_s) == 0) restamp(&d->h[i], at);
         d->h[i].extend_at = now + (int64_t)d->vis_s * 500;
     }
 }

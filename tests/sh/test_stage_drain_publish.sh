@@ -368,6 +368,30 @@ test_sigterm_hands_back_and_a_new_instance_publishes() {
   wait_until 5 queue_empty || fail "delay queue not empty"
 }
 
+# A paused sns-publish (SIGSTOP: a frozen VM or container) that wakes after
+# the visibility of a message it holds ran out must not publish it: sqs-drain
+# received the message again meanwhile, and that copy is published. Once.
+test_paused_past_visibility_publishes_once() {
+  local due now
+  sched pz-1 3800ms
+  due=$(field pz-1 due_ms)
+  start_publish --log-level debug
+  start_drain
+  wait_until 10 grep -q 'msg="held until due" id=pz-1' "$TDIR/publish.log" || fail "pz-1 never held"
+  now=$(now_ms)
+  [ $((due - now)) -gt 300 ] && sleep "$(printf '0.%03d' $((due - now - 300)))"
+  kill -STOP "$PUB_PID"
+  sleep 9   # > the 6 s visibility: sqs-drain receives the message again
+  kill -CONT "$PUB_PID"
+  wait_delivered 1 20 || fail "pz-1 not delivered"
+  sleep 2
+  collect
+  assertEquals "delivered once" "pz-1" "$(delivered_ids)"
+  assertContains "$(cat "$TDIR/publish.log")" 'msg="visibility ran out while the message was held'
+  assertEquals PUBLISHED "$(state pz-1)"
+  wait_until 10 queue_empty || fail "delay queue not empty"
+}
+
 # No downstream: sqs-drain holds what it received, hands it back after
 # --hold, probes, and sends it once sns-publish is there.
 test_drain_holds_while_no_downstream() {

@@ -338,6 +338,7 @@ static void test_wire_round_trip(void)
     sched_wire_from_rec(&w, &r);
     w.mid = xstrdup("m-1");
     w.rc = 3;
+    w.rt = NOW - 2500;
     w.error = xstrdup("KMSThrottling: slow \"down\"");
     sched_wire_write(&b, &w);
     CHECK(b.len > 0 && b.p[b.len - 1] == '\n');
@@ -355,6 +356,7 @@ static void test_wire_round_trip(void)
     CHECK_INT(back.r.lease, NOW + 1);
     CHECK_STR(back.mid, "m-1");
     CHECK_INT(back.rc, 3);
+    CHECK_INT(back.rt, NOW - 2500);
     CHECK_STR(back.error, w.error);
     CHECK(back.rh == NULL && back.report == NULL && !back.nopayload);
     /* Written again, byte for byte the same line. */
