@@ -73,7 +73,7 @@ check: test
 SAN_EXCLUDE := chaos faults deploy main_job valgrind fuzz_smoke local_aws docs supervise
 sanitize: setup
 	$(MAKE) SAN=1 BUILD=build-san BIN=build-san/bin OPT=-O1 all
-	@DELAYER_BIN=build-san/bin DELAYER_UNIT=build-san/tests PIPELINE_SPREAD=20 \
+	@DELAYER_BIN=build-san/bin DELAYER_UNIT=build-san/tests PIPELINE_SPREAD=15 \
 	  TESTS_EXCLUDE="$(SAN_EXCLUDE)" tests/run
 
 # The long variants of the reliability suites (docs/reliability.md): crash

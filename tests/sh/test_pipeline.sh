@@ -80,16 +80,16 @@ PY
 
 stats_of() { D stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d.get("states", d); print(s.get(sys.argv[1], 0) if isinstance(s, dict) else [x for x in s if x.get("state")==sys.argv[1]][0]["count"])' "$1"; }
 
-# 1,020 schedules: 20 fast-tracked, 1,000 spread over PIPELINE_SPREAD seconds
-# (default 60; make sanitize uses 20).
+# run_thousand SPREAD: 1,020 schedules: 20 fast-tracked, 1,000 spread over
+# SPREAD seconds (make sanitize shortens it with PIPELINE_SPREAD).
 run_thousand() {
   watch_start 1020 150s
   # 20 due within the window (fast track: straight into the SQS delay queue),
-  # then 1000 spread over 60 s (the state table and the scanner)
+  # then 1000 spread over SPREAD s (the state table and the scanner)
   python3 -c 'import json,time
 now=time.time()*1000
 for i in range(20): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+3000+100*i),"topic":"t","payload":"fast %d"%i}))' >"$WORK/in.ndjson"
-  make_schedules 1000 10 $((10 + ${PIPELINE_SPREAD:-60})) >>"$WORK/in.ndjson"
+  make_schedules 1000 10 $((10 + ${PIPELINE_SPREAD:-$1})) >>"$WORK/in.ndjson"
   D import --ids <"$WORK/in.ndjson" >"$WORK/import.out" || fail "import"
   grep -P "\t" "$WORK/import.out" | cut -f2 >"$WORK/ids"
   assertEquals "imported" 1020 "$(wc -l <"$WORK/ids")"
@@ -107,7 +107,7 @@ for i in range(20): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+3000+100*i
 
 test_thousand_schedules_spread_over_60s_one_instance_each() {
   pipeline_up
-  run_thousand
+  run_thousand 60
   pipeline_down
 }
 
@@ -116,7 +116,7 @@ test_thousand_schedules_two_instances_of_every_stage() {
   local n
   n=$("$SUP" -c "$CONF" -d "$RUN" status | grep -c ' ready')
   assertEquals "12 instances ready" 12 "$n"
-  run_thousand
+  run_thousand 30   # twice the rate of the one-instance run
   pipeline_down
 }
 
