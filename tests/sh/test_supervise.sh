@@ -77,7 +77,11 @@ stage ok instances=2 cmd=$T/ok.sh --name 'two words'
 stage stubborn cmd=$T/stubborn.sh
 stage crash instances=0 cmd=$T/crash.sh
 stage perm instances=0 cmd=$T/perm.sh
+stage shard instances=0 cmd=$T/shard.sh --shard "\$DELAYER_INSTANCE/\$DELAYER_INSTANCES"
 EOF
+    # like ok.sh, with children of another length (ok_children counts ok's)
+    sed "s/sleep $MARK/sleep $((MARK + 1))/" "$T/ok.sh" >"$T/shard.sh"
+    chmod +x "$T/shard.sh"
 }
 
 oneTimeTearDown() {
@@ -222,6 +226,33 @@ test_scale_up_and_down() {
     assertEquals "back to two" 2 "$(ok_procs)"
     sup scale nosuch 2 >"$T/out" 2>&1
     assertEquals "unknown stage" 100 $?
+}
+
+# A stage whose command uses the instance count (ddb-scan-due --shard I/N):
+# scaling restarts the instances that stay, with the new count.
+last_ready() { grep ready "$RUN/shard.$1.log" | tail -1 | cut -d' ' -f1-4; }
+ready_is() { [ "$(last_ready "$1")" = "$2" ]; }
+shard_procs() { pgrep -f "^bash $T/shard.sh" | wc -l; }
+no_shards() { [ "$(shard_procs)" -eq 0 ]; }
+
+test_scale_restarts_what_depends_on_the_count() {
+    local p0
+    sup scale shard 1 >"$T/out" 2>&1
+    assertEquals "scale to 1: $(cat "$T/out")" 0 $?
+    assertEquals "ready shard.0 of 1" "$(last_ready 0)"
+    p0=$(inst_pid shard 0)
+    sup scale shard 2 >"$T/out" 2>&1
+    assertEquals "scale to 2: $(cat "$T/out")" 0 $?
+    wait_for 5 ready_is 0 "ready shard.0 of 2"
+    assertEquals "shard.0 restarted with the new count" "ready shard.0 of 2" "$(last_ready 0)"
+    assertNotEquals "shard.0 is a new process" "$p0" "$(inst_pid shard 0)"
+    assertEquals "ready shard.1 of 2" "$(last_ready 1)"
+    sup scale shard 1 >/dev/null 2>&1
+    wait_for 5 ready_is 0 "ready shard.0 of 1"
+    assertEquals "back to one: shard.0 restarted again" "ready shard.0 of 1" "$(last_ready 0)"
+    sup scale shard 0 >/dev/null 2>&1
+    wait_for 5 no_shards
+    assertEquals "none left" 0 "$(shard_procs)"
 }
 
 test_restart_a_stage() {
