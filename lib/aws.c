@@ -305,20 +305,6 @@ static int aws_client_parse_endpoint(aws_client *c, char *err, size_t errlen)
     return 0;
 }
 
-/* An https endpoint with AWS_CA_BUNDLE set: the file must be readable. */
-static int aws_ca_bundle_check(const aws_client *c, char *err, size_t errlen)
-{
-    const char *ca = getenv("AWS_CA_BUNDLE");
-    if (!ca || !*ca || strncasecmp(c->url, "https://", 8) != 0) return 0;
-    FILE *f = fopen(ca, "r");
-    if (!f) {
-        snprintf(err, errlen, "AWS_CA_BUNDLE %.200s cannot be read: %s", ca, strerror(errno));
-        return -1;
-    }
-    fclose(f);
-    return 0;
-}
-
 static int aws_client_setup_curl(aws_client *c, char *err, size_t errlen)
 {
     if (pthread_once(&aws_curl_once, aws_curl_init) != 0 || aws_curl_init_rc != CURLE_OK ||
@@ -388,7 +374,7 @@ aws_client *aws_client_new(const char *service, char *err, size_t errlen)
         goto fail;
     }
     if (aws_client_parse_endpoint(c, err, errlen) < 0) goto fail;
-    if (aws_ca_bundle_check(c, err, errlen) < 0) goto fail;
+    if (aws_ca_bundle_check(c->url, err, errlen) < 0) goto fail;
     c->credp = aws_credp_new();
     /* Fail now, not on the first call, when no credentials can be found. */
     if (!c->credp || !aws_credp_get(c->credp, err, errlen)) goto fail;

@@ -390,15 +390,13 @@ typedef struct {
     int use_proxy;           /* honour the *_proxy variables (STS), else none */
 } http_req;
 
-/* AWS_CA_BUNDLE for an https:// URL: 0 when unset, or set and readable;
- * -1 with a reason in cerr when it cannot be read. */
-static int ca_bundle_check(const char *url, char *cerr, size_t cerrlen)
+int aws_ca_bundle_check(const char *url, char *cerr, size_t cerrlen)
 {
     const char *ca = env("AWS_CA_BUNDLE");
     if (!ca || strncasecmp(url, "https://", 8) != 0) return 0;
     FILE *f = fopen(ca, "r");
     if (!f) {
-        snprintf(cerr, cerrlen, "AWS_CA_BUNDLE %s cannot be read: %s", ca, strerror(errno));
+        snprintf(cerr, cerrlen, "AWS_CA_BUNDLE %.200s cannot be read: %s", ca, strerror(errno));
         return -1;
     }
     fclose(f);
@@ -411,7 +409,7 @@ static int http_do(const http_req *r, long *status, sbuf *b, char *cerr, size_t 
 {
     sbuf_wipe(b);
     *status = 0;
-    if (ca_bundle_check(r->url, cerr, cerrlen) < 0) return -1;
+    if (aws_ca_bundle_check(r->url, cerr, cerrlen) < 0) return -1;
     CURL *h = curl_easy_init();
     if (!h) {
         snprintf(cerr, cerrlen, "curl_easy_init failed");

@@ -91,4 +91,9 @@ int aws_endpoint(const char *service, const char *region, buf_t *out);
 /* 1 if the URL's host is loopback (127.0.0.0/8, ::1, ::ffff:127.x, localhost).
  * The host must be exactly that: "127.0.0.1.evil.com" is not. */
 int aws_url_is_loopback(const char *url);
+
+/* AWS_CA_BUNDLE for a URL about to be used: 0 when it is unset or empty,
+ * when the URL is not https://, or when the file is readable; -1 with a
+ * one-line reason naming AWS_CA_BUNDLE in err otherwise. */
+int aws_ca_bundle_check(const char *url, char *err, size_t errlen);
 #endif
