@@ -175,6 +175,35 @@ test_kill9_is_restarted() {
     assertEquals "ok.1 untouched" 0 "$(inst_restarts ok 1)"
 }
 
+# An instance SIGKILLed while the supervisor waits for a command of its own
+# (here its status file's `mv`, made slow and observable through PATH) was
+# reaped by bash during that wait, and bash then printed its job report
+# ("line N: PID Killed ...") into the log. Now each exit gives one structured
+# line, with the signal and the restart, and nothing else.
+in_mv() { [ -e "$T/in-mv" ]; }
+new_pid() { local p; read -r p _ <"$1" 2>/dev/null && [ "$p" != "$2" ]; }
+test_kill9_leaves_no_bash_noise() {
+    local run=$T/run-noise i old
+    mkdir -p "$T/slow"
+    printf '#!/bin/sh\n: >"%s/in-mv"\nsleep 0.3\nrm -f "%s/in-mv"\nexec /bin/mv "$@"\n' "$T" "$T" >"$T/slow/mv"
+    chmod +x "$T/slow/mv"
+    printf 'set backoff_min=0.1\nset give_up=9\nstage ok cmd=%s\n' "$T/ok.sh" >"$T/noise.conf"
+    PATH=$T/slow:$PATH DELAYER_RUN_DIR=$run "$SUP" -c "$T/noise.conf" start >"$T/out" 2>&1
+    assertEquals "start: $(cat "$T/out")" 0 $?
+    for i in 1 2; do
+        old=$(cut -d' ' -f1 "$run/ok.0.pid")
+        wait_for 5 in_mv
+        kill -9 "$old"
+        wait_for 10 new_pid "$run/ok.0.pid" "$old"
+        assertTrue "ok.0 restarted after kill $i" "new_pid '$run/ok.0.pid' $old"
+        assertTrue "structured line for $old: $(grep -F "pid=$old" "$run/supervise.log")" \
+            "grep -q 'msg=\"instance exited\" inst=ok.0 pid=$old status=\"killed by SIGKILL\" signal=SIGKILL .*restart_in_ms=' '$run/supervise.log'"
+    done
+    DELAYER_RUN_DIR=$run "$SUP" -c "$T/noise.conf" stop >/dev/null 2>&1
+    assertFalse "no bash job report in the log: $(grep -n Killed "$run/supervise.log")" \
+        "grep -q 'Killed' '$run/supervise.log'"
+}
+
 test_crash_loop_is_given_up() {
     sup scale crash 1 >"$T/out" 2>&1
     assertEquals "scale reports the failure" 111 $?
