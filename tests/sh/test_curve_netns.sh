@@ -107,22 +107,29 @@ client() {
 
 test_allowed_client_delivers() {
   need_netns || return 0
-  server allowed || return
-  local cap=
-  if command -v python3 >/dev/null; then
-    # a raw packet capture on ns A's interface: every frame's bytes to a file
-    ip netns exec "$NSA" python3 -c '
+  local cap= _
+  # the system's python3 when there is one: a pyenv shim first on PATH takes
+  # most of a second to start under load
+  local py
+  py=$(command -v /usr/bin/python3 python3 | head -1)
+  if [ -n "$py" ]; then
+    # a raw packet capture on ns A's interface: every frame's bytes to a file;
+    # it creates $W/cap.ready once the socket is bound (nothing it misses after)
+    ip netns exec "$NSA" "$py" -c '
 import socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind((sys.argv[1], 0)); s.settimeout(0.2)
-out = open(sys.argv[2], "wb"); end = time.time() + 8
+out = open(sys.argv[2], "wb"); open(sys.argv[3], "w").close(); end = time.time() + 30
 while time.time() < end:
     try: out.write(s.recv(65536)); out.flush()
     except socket.timeout: pass
-' "$VA" "$W/wire.bin" 2>"$W/cap.log" &
+' "$VA" "$W/wire.bin" "$W/cap.ready" 2>"$W/cap.log" &
     cap=$!
-    sleep 0.5
+    PIDS+=("$cap")
+    for _ in $(seq 1 100); do [ -e "$W/cap.ready" ] && break; kill -0 "$cap" 2>/dev/null || break; sleep 0.1; done
+    [ -e "$W/cap.ready" ] || fail "the capture did not get ready in 10 s: $(cat "$W/cap.log")"
   fi
+  server allowed || return   # after the capture is ready: the server's --idle runs from here
   client --curve-secret "$W/a.key" --curve-public "$W/a.pub" --curve-server-key "$W/server.pub"
   assertEquals "client A sent everything (log: $(cat "$W/client.log"))" 0 "$RC"
   local _
