@@ -549,12 +549,13 @@ need = {"Prefix", "Shards", "RetentionDays", "Image"}
 if not need <= set(params):
     bad.append("missing parameters %s" % (need - set(params)))
 # The template's prefixes: ones delayer accepts (store_check_prefix: 1-60 of
-# [A-Za-z0-9_-]), short enough for every IAM role name (64 characters).
-m = re.fullmatch(r"\^\[A-Za-z0-9\]\[A-Za-z0-9-\]\{0,(\d+)\}\$", params["Prefix"]["AllowedPattern"])
+# [A-Za-z0-9_-]), short enough for every IAM role name (64 characters),
+# without "-" (test_iam_patterns_reach_no_other_deployment).
+m = re.fullmatch(r"\^\[A-Za-z0-9\]\{1,(\d+)\}\$", params["Prefix"]["AllowedPattern"])
 if not m:
     bad.append("Prefix pattern changed: check it against store_check_prefix and the role names")
 else:
-    longest = 1 + int(m.group(1))
+    longest = int(m.group(1))
     roles = [r["Properties"]["RoleName"]["Fn::Sub"] for r in res.values()
              if r["Type"] == "AWS::IAM::Role" and "RoleName" in r["Properties"]]
     for rn in roles:
@@ -566,6 +567,56 @@ print("\n".join(bad) if bad else "ok")
 EOF
   )
   assertEquals "template problems" "ok" "$out"
+}
+
+# IAM patterns stay inside their deployment: for every pair of prefixes the
+# template accepts, no Resource of one deployment's policies (wildcards
+# included) matches an ARN of the other's resources (tables, indexes,
+# queues, watch queues, the events topic and user topics, names from
+# docs/schema.md). `delayer` and `delayer-prod` were such a pair: `delayer-*`
+# matched `delayer-prod-events`.
+test_iam_patterns_reach_no_other_deployment() {
+  local out
+  out=$(PYTHONPATH="$W" python3 - "$REPO" 2>&1 <<'EOF'
+import fnmatch, re, sys, cfn
+repo = sys.argv[1]
+t = cfn.load(repo + "/deploy/cloudformation.yaml")
+pat = t["Parameters"]["Prefix"]["AllowedPattern"]
+cands = ["delayer", "delayer-prod", "delayer-prod-eu", "delayer_prod", "delayerprod", "prod",
+         "prod-eu", "prod-events", "p", "p-1", "p1", "a-b-c", "x" * 40]
+ok = [c for c in cands if re.fullmatch(pat, c)]
+A = "arn:aws:%s:us-east-1:000000000000:"
+def arns(q):
+    out = [A % "dynamodb" + "table/%s-%s" % (q, n) for n in ("schedules", "meta")]
+    out += [A % "dynamodb" + "table/%s-schedules/index/%s" % (q, i) for i in ("due", "by_state")]
+    out += [A % "sqs" + "%s-%s" % (q, n) for n in ("delay", "dead", "watch-0123456789")]
+    # the events topic and user topics (`delayer init --topic NAME`: <prefix>-NAME)
+    out += [A % "sns" + "%s-%s" % (q, n) for n in ("events", "t", "orders", "prod-events", "eu-events", "1")]
+    return out
+P = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "000000000000",
+     "ExtraTopicArns": ""}
+bad = []
+if len(ok) < 3:
+    bad.append("the Prefix pattern accepts too few of %s to test: %s" % (cands, ok))
+for p in ok:
+    pols = cfn.policies(t, dict(P, Prefix=p), {"HasExtraTopics": False, "Run": False})
+    for role, doc in pols.items():
+        for st in doc["Statement"]:
+            for r in cfn.listify(st["Resource"]):
+                for q in ok:
+                    if q == p:
+                        continue
+                    for arn in arns(q):
+                        if fnmatch.fnmatchcase(arn, r):
+                            bad.append("deployment %s: %s's %s reaches %s of deployment %s"
+                                       % (p, role, r, arn, q))
+print("\n".join(sorted(set(bad))[:10]) if bad else "ok %d prefixes" % len(ok))
+EOF
+  )
+  case $out in
+    ok\ *) assertTrue true ;;
+    *) fail "IAM reaches another deployment: $out" ;;
+  esac
 }
 
 test_template_tasks_are_wired_like_compose() {
