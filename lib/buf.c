@@ -43,6 +43,19 @@ char *xstrndup(const char *s, size_t n)
     return p;
 }
 
+void (*buf_release_hook)(const void *p, size_t n);
+
+/* Zeroes a secret buffer's block, then frees it. */
+static void buf_release(char *p, size_t cap)
+{
+    if (!p) return;
+    explicit_bzero(p, cap);
+    if (buf_release_hook) buf_release_hook(p, cap);
+    free(p);
+}
+
+void buf_secret(buf_t *b) { b->secret = 1; }
+
 void buf_reserve(buf_t *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap) return;
@@ -51,7 +64,15 @@ void buf_reserve(buf_t *b, size_t extra)
         if (cap > ((size_t)-1) / 2) oom();
         cap *= 2;
     }
-    b->p = xrealloc(b->p, cap);
+    if (b->secret) {
+        /* Not realloc: it may move the bytes and free the old block as is. */
+        char *q = xmalloc(cap);
+        if (b->p) memcpy(q, b->p, b->len + 1);
+        buf_release(b->p, b->cap);
+        b->p = q;
+    } else {
+        b->p = xrealloc(b->p, cap);
+    }
     b->cap = cap;
 }
 
@@ -90,23 +111,22 @@ void buf_printf(buf_t *b, const char *fmt, ...)
 
 void buf_reset(buf_t *b)
 {
+    if (b->secret && b->p) explicit_bzero(b->p, b->len);
     b->len = 0;
     if (b->p) b->p[0] = '\0';
 }
 
 void buf_free(buf_t *b)
 {
-    free(b->p);
+    if (b->secret) buf_release(b->p, b->cap);
+    else free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
 }
 
 void buf_wipe(buf_t *b)
 {
-    if (b->p) {
-        volatile char *v = b->p;
-        for (size_t i = 0; i < b->cap; i++) v[i] = 0;
-    }
+    if (b->p) explicit_bzero(b->p, b->cap);
     buf_free(b);
 }
 

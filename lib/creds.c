@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -888,6 +889,7 @@ static char *form_encode(const char *const *kv, size_t n, size_t *len)
 static char *xml_secret(const char *xml, size_t from, size_t to, const char *name)
 {
     buf_t v = BUF_INIT;
+    buf_secret(&v);
     buf_reserve(&v, to - from + 1);
     char *out = NULL;
     if (xml_find(xml, to, from, name, &v, NULL, NULL) == 0 && v.len) out = xstrndup(v.p, v.len);
@@ -954,6 +956,8 @@ static int sts_creds_from_xml(const sbuf *b, aws_creds *out, buf_t *why)
 static void sts_error_reason(const sbuf *b, long status, const char *role, const char *token, buf_t *why)
 {
     buf_t code = BUF_INIT, msg = BUF_INIT;
+    buf_secret(&code);   /* STS may echo the token: no copy left by growth */
+    buf_secret(&msg);
     size_t es, ee;
     if (xml_find(b->p, b->len, 0, "Error", NULL, &es, &ee) == 0) {
         xml_find(b->p, ee, es, "Code", &code, NULL, NULL);
@@ -1195,6 +1199,16 @@ static void set_err(char *err, size_t errlen, const buf_t *why)
     if (err && errlen) snprintf(err, errlen, "no AWS credentials: %s", why->len ? why->p : "no source");
 }
 
+/* A process about to hold credentials leaves no core dump (nor lets
+ * another user's ptrace or /proc/PID/mem read them): the keys, tokens and
+ * the replies that carried them would all be in it. Before every load,
+ * not once per process: exec resets the flag, and a cached hit (the common
+ * case) does not get here. */
+static void creds_nodump(void)
+{
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
 const aws_creds *aws_credp_get(aws_credp *cp, char *err, size_t errlen)
 {
     if (err && errlen) err[0] = '\0';
@@ -1204,6 +1218,7 @@ const aws_creds *aws_credp_get(aws_credp *cp, char *err, size_t errlen)
         if (cp->c.expires_ms == 0 || now < cp->c.expires_ms - REFRESH_BEFORE_MS) return &cp->c;
         if (now < cp->c.expires_ms && now < cp->next_try_ms) return &cp->c;
     }
+    creds_nodump();
     aws_creds fresh;
     memset(&fresh, 0, sizeof fresh);
     buf_t why = BUF_INIT;

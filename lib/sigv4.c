@@ -416,6 +416,9 @@ int sigv4_authorization(const sigv4_request *r, const sigv4_params *p, buf_t *ou
 {
     if (!scope_ok(p) || !p->access_key || !*p->access_key || !out) return -1;
     buf_t creq = BUF_INIT, sh = BUF_INIT, sts = BUF_INIT;
+    /* The canonical request holds x-amz-security-token when signed: no
+     * copy may be left behind as it grows, nor after. */
+    buf_secret(&creq);
     char sig[65];
     int rc = -1;
     if (sigv4_canonical_request(r, &creq, &sh) < 0) goto done;
@@ -426,7 +429,6 @@ int sigv4_authorization(const sigv4_request *r, const sigv4_params *p, buf_t *ou
                p->access_key, p->amz_date, p->region, p->service, buf_str(&sh), sig);
     rc = 0;
 done:
-    /* The canonical request holds x-amz-security-token when signed. */
     buf_wipe(&creq);
     buf_free(&sh);
     buf_free(&sts);

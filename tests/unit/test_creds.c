@@ -5,6 +5,7 @@
  * temporary directory (HOME points there too, so ~/.aws is never the real one). */
 #include "t.h"
 #include "creds.h"
+#include "sigv4.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -1102,8 +1104,103 @@ static void secrets_not_in_errors(void)
     }
 }
 
+/* ---- secrets out of core dumps, and out of memory let go ---- */
+
+/* A process that loads credentials turns itself non-dumpable (no core
+ * dump, no ptrace or /proc/PID/mem by others). In a child, which starts
+ * dumpable again whatever earlier tests did to this process. */
+static void credentials_make_the_process_non_dumpable(void)
+{
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int code = 0;
+        if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 || prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1) code |= 1;
+        clear_env();
+        setenv("AWS_ACCESS_KEY_ID", "AKDUMP", 1);
+        setenv("AWS_SECRET_ACCESS_KEY", "SKDUMP", 1);
+        char err[512];
+        aws_credp *cp = aws_credp_new();
+        if (!aws_credp_get(cp, err, sizeof err)) code |= 2;
+        if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) code |= 4;
+        aws_credp_free(cp);
+        _exit(code);
+    }
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st));
+    CHECK_INT(WEXITSTATUS(st), 0);   /* 4: still dumpable after loading credentials */
+}
+
+/* buf_release_hook sees each block a secret buffer lets go, after the
+ * wipe and before free(): every byte must be zero by then. */
+static size_t rel_blocks, rel_dirty;
+static void rel_check(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    rel_blocks++;
+    for (size_t i = 0; i < n; i++)
+        if (c[i]) { rel_dirty++; break; }
+}
+
+static void secret_buffer_wipes_what_it_lets_go(void)
+{
+    rel_blocks = rel_dirty = 0;
+    buf_release_hook = rel_check;
+    buf_t b = BUF_INIT;
+    buf_secret(&b);
+    char want[5001];
+    for (size_t i = 0; i < sizeof want - 1; i++) want[i] = (char)('A' + i % 26);
+    want[sizeof want - 1] = '\0';
+    for (size_t i = 0; i < sizeof want - 1; i += 100) buf_add(&b, want + i, 100);   /* grows 64 -> 8192 */
+    CHECK_INT(b.len, sizeof want - 1);
+    CHECK(b.p && memcmp(b.p, want, sizeof want - 1) == 0);   /* growth copied everything */
+    CHECK(rel_blocks >= 6);                                  /* each old block let go... */
+    CHECK_INT(rel_dirty, 0);                                 /* ...zeroed first */
+    size_t before = rel_blocks;
+    buf_reset(&b);
+    CHECK(b.p && b.p[0] == '\0' && b.p[1] == '\0' && b.p[4000] == '\0');   /* reset zeroes the content */
+    buf_adds(&b, "again");
+    buf_free(&b);
+    CHECK_INT(rel_blocks, before + 1);
+    CHECK_INT(rel_dirty, 0);
+    CHECK(b.secret);                                         /* still secret for the next use */
+    /* an ordinary buffer is not the hook's business */
+    buf_t o = BUF_INIT;
+    for (int i = 0; i < 100; i++) buf_adds(&o, "0123456789");
+    buf_free(&o);
+    CHECK_INT(rel_blocks, before + 1);
+    buf_release_hook = NULL;
+}
+
+/* SigV4's canonical request carries the session token (x-amz-security-token
+ * is signed): its buffer lets no unwiped copy go as it grows. */
+static void sigv4_leaves_no_token_copy(void)
+{
+    rel_blocks = rel_dirty = 0;
+    buf_release_hook = rel_check;
+    char tok[3000];
+    memset(tok, 'T', sizeof tok - 1);
+    tok[sizeof tok - 1] = '\0';
+    sigv4_header h[] = { { "host", "sqs.us-east-1.amazonaws.com" }, { "x-amz-date", "20261206T080000Z" },
+                         { "x-amz-security-token", tok } };
+    sigv4_request r = { .method = "POST", .path = "/", .query = "", .headers = h, .nheaders = 3,
+                        .payload = "{}", .payload_len = 2 };
+    sigv4_params p = { "AKID", "SECRET", NULL, "us-east-1", "sqs", "20261206T080000Z" };
+    buf_t auth = BUF_INIT;
+    CHECK_INT(sigv4_authorization(&r, &p, &auth), 0);
+    CHECK(strstr(buf_str(&auth), "Signature=") != NULL);
+    buf_free(&auth);
+    CHECK(rel_blocks >= 2);   /* the canonical request grew, then was freed */
+    CHECK_INT(rel_dirty, 0);
+    buf_release_hook = NULL;
+}
+
+
 T_MAIN(T(env_chain), T(env_without_secret_falls_through), T(profile_default_file), T(profile_selected_and_config),
        T(profile_partial_and_unsupported), T(region_order), T(endpoint_order), T(loopback_detection), T(container_refresh_with_token_file),
        T(container_cached_until_window), T(container_refused_urls), T(container_retry_once_then_error),
        T(imds_v2_flow), T(imds_disabled_or_absent), T(web_identity_success), T(web_identity_error_response),
-       T(web_identity_bad_config), T(web_identity_precedence), T(web_identity_refresh), T(secrets_not_in_errors))
+       T(web_identity_bad_config), T(web_identity_precedence), T(web_identity_refresh), T(secrets_not_in_errors),
+       T(credentials_make_the_process_non_dumpable), T(secret_buffer_wipes_what_it_lets_go),
+       T(sigv4_leaves_no_token_copy))
