@@ -20,6 +20,9 @@
 #   now_ms               the time, ms since the epoch
 #   wait_until S CMD...  runs CMD every 0.2 s until it succeeds (0) or S
 #                        seconds passed (1)
+#   until_ms MS          waits until the clock reaches MS (ms since the
+#                        epoch): for a due time or an expiry to pass, no
+#                        longer than needed (1 if MS is over 10 min away)
 #   attr ID NAME         the S/N value of attribute NAME in schedule ID's raw
 #                        item ("" if absent), read through the store hook
 #   check_stage_logs DIR [keep]
@@ -68,6 +71,12 @@ wait_until() {
     sleep 0.2
   done
   return 1
+}
+
+until_ms() {
+  local t=$1
+  [ $((t - $(now_ms))) -le 600000 ] || return 1
+  while [ "$(now_ms)" -lt "$t" ]; do sleep 0.05; done
 }
 
 attr() {

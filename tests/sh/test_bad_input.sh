@@ -134,7 +134,7 @@ sqs_push_case() { # MODE
   else
     zmq_run sqs-push "$WORK/$tag.in" "$WORK/$tag.out" "$WORK/$tag.err"
     zmq_wait "$WORK/$tag.out" "\"id\":\"$tag-good\".*\"report\":\"pushed\"" || fail "good record not pushed"
-    sleep 0.5
+    for _ in $(seq 200); do [ "$(grep -c "\"id\":\"$tag-good\".*\"report\":\"pushed\"" "$WORK/$tag.out")" -ge 2 ] && break; sleep 0.1; done   # the duplicate too
     zmq_stop
   fi
   check_log "$WORK/$tag.err" sqs-push

@@ -1291,9 +1291,13 @@ test_runtime_layout_runs_the_pipeline_over_tls_and_curve_with_iam_recorded() {
   (run cli -- delayer delete "$E" >/dev/null 2>&1) || fail "delete"
   (run cli -- delayer stats >/dev/null 2>&1) || fail "stats"
   (run cli -- delayer stats --recount >/dev/null 2>&1) || fail "stats --recount"
-  printf '{"in":"1h","topic":"t","payload":"x"}\n{"in":"1s","topic":"t","payload":"y"}\n' |
+  printf '{"in":"1h","topic":"t","payload":"x"}\n{"id":"dep-imp-1s","in":"1s","topic":"t","payload":"y"}\n' |
     (run cli -- delayer import >/dev/null 2>&1) || fail "import"
-  sleep 2
+  # the pipeline publishes the 1 s one (its calls are recorded too)
+  for i in $(seq 60); do
+    [ "$("$BIN/delayer" --prefix "$pfx" get dep-imp-1s 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null)" = PUBLISHED ] && break
+    sleep 0.5
+  done
   # SIGTERM reaches each stage through the entrypoint (exec): exit 0
   for p in "${STAGE_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for p in "${STAGE_PIDS[@]}"; do

@@ -120,6 +120,15 @@ test_help_lists_metrics() {
   done
 }
 
+# su_caught_up N: state-update received every report sns-publish sent and
+# applied N of them
+su_caught_up() {
+  scrape "$PUB" >"$TDIR/pub-wait.prom" && scrape "$SU" >"$TDIR/su-wait.prom" || return 1
+  [ "$(value "$TDIR/su-wait.prom" 'delayer_updates_total{result="applied"}')" = "$1" ] &&
+    [ "$(value "$TDIR/su-wait.prom" 'delayer_pipe_messages_total{side="in"}')" = \
+      "$(value "$TDIR/pub-wait.prom" 'delayer_pipe_messages_total{side="out"}')" ]
+}
+
 test_pipeline_metrics_match_what_happened() {
   local n=12 i
   for i in $(seq 1 $n); do
@@ -153,7 +162,7 @@ test_pipeline_metrics_match_what_happened() {
 
   # After all were published.
   wait_until 30 published_is $n || fail "published counter reached only $(value "$TDIR/pub.prom" delayer_published_total)"
-  sleep 1.5   # state-update applies the last reports
+  wait_until 10 su_caught_up "$n" || fail "state-update did not apply the last reports: $(cat "$TDIR/su-wait.prom")"
   scrape "$PUB" >"$TDIR/pub.prom"
   scrape "$SU" >"$TDIR/su.prom"
   scrape "$DRAIN" >"$TDIR/drain.prom"

@@ -78,6 +78,10 @@ sys.exit(0 if not (dups or early or missing or extra) else 1)
 PY
 }
 
+# counted STATE N: `list --state` (a GSI, eventually consistent) and `stats`
+# (state-update's counters, flushed every --flush) both say N.
+counted() { [ "$(D list --state "$1" --count)" = "$2" ] && [ "$(stats_of "$1")" = "$2" ]; }
+
 stats_of() { D stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d.get("states", d); print(s.get(sys.argv[1], 0) if isinstance(s, dict) else [x for x in s if x.get("state")==sys.argv[1]][0]["count"])' "$1"; }
 
 # run_thousand SPREAD: 1,020 schedules: 20 fast-tracked, 1,000 spread over
@@ -95,7 +99,7 @@ for i in range(20): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+3000+100*i
   assertEquals "imported" 1020 "$(wc -l <"$WORK/ids")"
   wait "$WATCH_PID"
   assertEquals "watch saw all 1020 before its timeout" 0 $?
-  sleep 3 # a last counter flush
+  wait_until 30 counted PUBLISHED 1020   # the index and the last counter flush
   local out
   out=$(check_arrivals "$WORK/ids")
   assertEquals "arrivals: $out" 0 $?
@@ -130,8 +134,12 @@ now=time.time()*1000
 for i in range(50): print(json.dumps({"id":"fast-%02d"%i,"at":int(now+15000+20*i),"topic":"t","payload":"x"}))
 for i in range(50): print(json.dumps({"id":"scan-%02d"%i,"at":int(now+26000+20*i),"topic":"t","payload":"x"}))
 for i in range(50): print(json.dumps({"id":"new-%02d"%i,"at":int(now+90000+20*i),"topic":"t","payload":"x"}))
-for i in range(50): print(json.dumps({"id":"keep-%02d"%i,"at":int(now+30000+20*i),"topic":"t","payload":"x"}))' >"$WORK/c.ndjson"
-  watch_start 50 60s
+for i in range(50): print(json.dumps({"id":"keep-%02d"%i,"at":int(now+30000+20*i),"topic":"t","payload":"x"}))
+print(json.dumps({"id":"sentinel","at":int(now+33000),"topic":"t","payload":"x"}))' >"$WORK/c.ndjson"
+  # 51 arrivals: the kept ones and a sentinel due after every cancelled one
+  # that could have slipped through (fast-*, scan-*): any of those arriving
+  # would take one of the 51 places
+  watch_start 51 60s
   D import <"$WORK/c.ndjson" >/dev/null || fail "import"
   local id st ok=0
   for i in $(seq -f %02g 0 49); do D cancel "fast-$i" >/dev/null && ok=$((ok + 1)); done
@@ -146,13 +154,11 @@ for i in range(50): print(json.dumps({"id":"keep-%02d"%i,"at":int(now+30000+20*i
   for i in $(seq -f %02g 0 49); do D cancel "scan-$i" >/dev/null && ok=$((ok + 1)); done
   assertEquals "150 cancels succeeded" 150 "$ok"
   wait "$WATCH_PID"
-  printf 'keep-%02d\n' $(seq 0 49) >"$WORK/keep"
-  sleep 3
+  { printf 'keep-%02d\n' $(seq 0 49); echo sentinel; } >"$WORK/keep"
   local out
   out=$(check_arrivals "$WORK/keep")
-  assertEquals "only the kept ones arrived: $out" 0 $?
-  # and none of the cancelled ones later either (the last due +1 s)
-  sleep 1
+  assertEquals "only the kept ones (and the sentinel) arrived: $out" 0 $?
+  wait_until 30 counted CANCELLED 150   # the index and the last counter flush
   assertEquals "CANCELLED" 150 "$(D list --state CANCELLED --count)"
   assertEquals "CANCELLED in stats" 150 "$(stats_of CANCELLED)"
   for id in fast-00 scan-00 new-00; do

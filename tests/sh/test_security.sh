@@ -181,6 +181,7 @@ test_secrets_never_printed() {
   secret_env D init --topic t
   assertEquals "init works with the test credentials" 0 "$RC"
   secret_env D schedule --id sec-far --in 2h --topic t --payload far --attr k=v --json
+  local near_due=$(( $(now_ms) + 2000 ))
   secret_env D schedule --id sec-near --in 2s --topic t --payload near --attr k=v
   assertEquals "schedule (fast track)" 0 "$RC"
   secret_env D schedule --id sec-bad --in 2h --topic no-such-topic --payload x
@@ -198,8 +199,8 @@ test_secrets_never_printed() {
   secret_env "$BIN/aws-call" sns Publish TopicArn=arn:aws:sns:us-east-1:000000000000:none Message=x
   secret_env env AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:9 DELAYER_AWS_MAX_ATTEMPTS=2 "$BIN/aws-call" dynamodb ListTables
   # the stages: one pass of the scanner into the pusher into state-update,
-  # and a few seconds of drain | publish | state-update
-  sleep 2
+  # and a few seconds of drain | publish | state-update, once sec-near is due
+  until_ms $((near_due + 1000))
   (AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_SESSION_TOKEN=$TOKEN DELAYER_LOG_LEVEL=debug
    "$BIN/ddb-scan-due" --prefix "$PFX" --once --window 15m --out - 2>>"$W/all.txt" |
      "$BIN/sqs-push" --prefix "$PFX" --in - --out - --log-level debug 2>>"$W/all.txt" |

@@ -23,6 +23,19 @@ wait_for() {
     done
 }
 
+# quiet_since MSG INST MS: the daemon answered a request made after MS past
+# its last MSG line for INST, i.e. it kept running that long after it and
+# would have logged a restart in the meantime (nothing to restart would come
+# later than backoff_max, 1 s here)
+quiet_since() {
+    local last t
+    last=$(grep "msg=\"$1\" inst=$2 " "$RUN/supervise.log" | tail -1 | sed 's/^ts=\([^ ]*\)Z .*/\1/')
+    [ -n "$last" ] || return 1
+    t=$(( $(date -u -d "$last" +%s%N) / 1000000 + $3 ))
+    while [ "$(date +%s%3N)" -lt "$t" ]; do sleep 0.05; done
+    sup scale stubborn 1 >/dev/null 2>&1   # a request the daemon answers: it is still looping
+}
+
 # ok.0 runs, ready, with a pid other than $1
 restarted_ok0() { local p; p=$(inst_pid ok 0); [ -n "$p" ] && [ "$p" != "$1" ] && [ "$(inst_state ok 0)" = ready ]; }
 
@@ -210,7 +223,7 @@ test_crash_loop_is_given_up() {
     assertEquals "state" failed "$(inst_state crash 0)"
     assertTrue "info: $(inst crash 0)" "inst crash 0 | grep -q 'gave up after 3 quick failures in a row (last: exit 1)'"
     assertTrue "reason in the log" "grep -q 'msg=\"instance given up\" inst=crash.0 .*reason=\"failed 3 times in a row' '$RUN/supervise.log'"
-    sleep 1
+    quiet_since "instance given up" crash.0 1100
     assertEquals "tried 3 times, then never again" 3 "$(grep -c crashing "$RUN/crash.0.log")"
     sup status >/dev/null
     assertEquals "status: degraded" 1 $?
@@ -223,7 +236,7 @@ test_exit_100_is_not_restarted() {
     assertEquals "scale reports the failure" 111 $?
     assertEquals "state" failed "$(inst_state perm 0)"
     assertTrue "reason in the log" "grep -q 'msg=\"instance failed permanently\" inst=perm.0 .*status=\"exit 100\"' '$RUN/supervise.log'"
-    sleep 0.5
+    quiet_since "instance failed permanently" perm.0 600
     assertEquals "ran once" 1 "$(grep -c 'bad option' "$RUN/perm.0.log")"
     assertEquals "no restart" 0 "$(inst_restarts perm 0)"
     sup scale perm 0 >/dev/null 2>&1
@@ -317,8 +330,10 @@ test_stop_leaves_nothing_behind() {
 test_stop_after_the_supervisor_was_killed() {
     sup start >/dev/null 2>&1
     assertEquals "started" 0 $?
-    kill -9 "$(cat "$RUN/supervise.pid")"
-    sleep 0.2
+    local sp
+    sp=$(cat "$RUN/supervise.pid")
+    kill -9 "$sp"
+    wait_for 5 eval '! running '"$sp"
     sup status >"$T/out"
     assertEquals "status: not running" 3 $?
     assertTrue "mentions the leftovers" "grep -q 'still alive' '$T/out'"

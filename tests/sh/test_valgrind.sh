@@ -107,6 +107,7 @@ test_stages_pipeline() {
   for t in ddb-scan-due sqs-push state-update sqs-drain sns-publish; do
     [ -x "$BIN/$t" ] || { fail "missing $BIN/$t"; return; }
   done
+  local s1_due=$(( $(now_ms) + 1000 ))
   D schedule --id vg-s1 --in 1s --topic t --payload one >/dev/null 2>&1
   D schedule --id vg-s2 --at "$(date -u -d '+70 seconds' +%Y-%m-%dT%H:%M:%SZ)" --topic t --payload two >/dev/null
   # scanner -> pusher -> state-update, each under valgrind
@@ -117,7 +118,7 @@ test_stages_pipeline() {
   assertEquals "ddb-scan-due | sqs-push | state-update exit statuses" "0 0 0" "${rcs[*]}"
   grep -q 'vg-s2' "$W/push.log" "$W/scan.log" "$W/upd1.log" 2>/dev/null ||
     assertEquals "vg-s2 was claimed and pushed" ENQUEUED "$(json_field "$(D get vg-s2)" state)"
-  sleep 2
+  until_ms $((s1_due + 500))   # vg-s1 is due: the drain below receives it
   # drain -> publish -> state-update; the drain is stopped by SIGTERM, the rest end at EOF
   timeout --preserve-status -s TERM 12 "${VG[@]}" --log-file="$W/drain.vg" "$BIN/sqs-drain" --prefix "$PFX" --wait 1 --out - 2>"$W/drain.log" |
     "${VG[@]}" --log-file="$W/pub.vg" "$BIN/sns-publish" --prefix "$PFX" --in - --out - 2>"$W/pub.log" |
