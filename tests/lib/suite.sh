@@ -23,6 +23,9 @@
 #   until_ms MS          waits until the clock reaches MS (ms since the
 #                        epoch): for a due time or an expiry to pass, no
 #                        longer than needed (1 if MS is over 10 min away)
+#   until_within MS ID...
+#                        waits until every ID (its `due`) is due within MS
+#                        (a scanner's window, less a margin)
 #   attr ID NAME         the S/N value of attribute NAME in schedule ID's raw
 #                        item ("" if absent), read through the store hook
 #   check_stage_logs DIR [keep]
@@ -77,6 +80,16 @@ until_ms() {
   local t=$1
   [ $((t - $(now_ms))) -le 600000 ] || return 1
   while [ "$(now_ms)" -lt "$t" ]; do sleep 0.05; done
+}
+
+until_within() {
+  local w=$1 id d m=0
+  shift
+  for id in "$@"; do
+    d=$(attr "$id" due)
+    [ "${d:-0}" -gt "$m" ] && m=$d
+  done
+  until_ms $((m - w))
 }
 
 attr() {

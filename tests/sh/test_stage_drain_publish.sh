@@ -208,7 +208,7 @@ test_pipeline_delivers_each_once_on_time() {
     "$BIN/sns-publish" --prefix "$PFX" --in - --out - >>"$TDIR/reports" 2>>"$TDIR/publish.log" &
   PUB_PID=$!
   wait_delivered $n 20 || fail "only $(grep -c '' "$TDIR/delivered") of $n delivered"
-  sleep 1
+  wait_until 10 queue_empty   # every copy deleted: none left to deliver twice
   assertEquals "delivered exactly once each" "$(printf '%s\n' "${ids[@]}" | sort)" "$(delivered_ids)"
   assertEquals "delivered before due" "" "$(early_lines)"
   for i in "${ids[@]}"; do assertEquals "state of $i" PUBLISHED "$(state "$i")"; done
@@ -255,7 +255,7 @@ test_cancelled_is_not_delivered_and_deleted() {
   start_publish
   start_drain
   wait_delivered 1 15 || fail "can-keep not delivered"
-  sleep 1
+  wait_until 10 queue_empty   # every copy deleted: none left to deliver twice
   collect
   assertEquals "only the schedule not cancelled" "can-keep" "$(delivered_ids)"
   assertEquals CANCELLED "$(state can-1)"
@@ -269,7 +269,7 @@ test_duplicate_copy_is_dropped() {
   start_publish
   start_drain
   wait_delivered 1 15 || fail "dup-1 not delivered"
-  sleep 1.5
+  wait_until 10 queue_empty   # every copy deleted: none left to deliver twice
   collect
   assertEquals "delivered once" "dup-1" "$(delivered_ids)"
   assertEquals PUBLISHED "$(state dup-1)"
@@ -322,7 +322,7 @@ test_crash_between_commit_and_publish_is_repaired() {
   assertEquals "not published by the crashed instance" 0 "$(delivered_count)"
   start_publish
   wait_delivered 1 20 || fail "not published after the crash"
-  sleep 1
+  wait_until 10 queue_empty   # every copy deleted: none left to deliver twice
   collect
   assertEquals "delivered once" "crash-1" "$(delivered_ids)"
   assertEquals "second attempt" 2 "$(awk -F'\t' '{print $4}' "$TDIR/delivered")"
@@ -340,7 +340,7 @@ test_sigterm_hands_back_and_a_new_instance_publishes() {
   wait_until 10 grep -q 'msg=ready' "$TDIR/publish.log"
   # Held for more than half the visibility timeout (6 s): extended, so SQS
   # does not deliver it a second time meanwhile.
-  sleep 4.5
+  wait_until 10 grep -q 'msg="extending the visibility of held messages" n=1' "$TDIR/publish.log"
   assertContains "$(cat "$TDIR/publish.log")" 'msg="extending the visibility of held messages" n=1'
   # sqs-drain goes first: a running drain would long-poll the handed-back
   # message straight away and hide it again for a visibility timeout.
@@ -360,7 +360,7 @@ test_sigterm_hands_back_and_a_new_instance_publishes() {
   start_publish
   start_drain
   wait_delivered 1 30 || fail "not published by the new instance"
-  sleep 1.5
+  wait_until 10 queue_empty   # every copy deleted: none left to deliver twice
   collect
   assertEquals "delivered once" "term-1" "$(delivered_ids)"
   assertEquals "delivered before due" "" "$(early_lines)"
@@ -384,7 +384,7 @@ test_paused_past_visibility_publishes_once() {
   sleep 9   # > the 6 s visibility: sqs-drain receives the message again
   kill -CONT "$PUB_PID"
   wait_delivered 1 20 || fail "pz-1 not delivered"
-  sleep 2
+  wait_until 10 queue_empty   # every copy deleted: none left to deliver twice
   collect
   assertEquals "delivered once" "pz-1" "$(delivered_ids)"
   assertContains "$(cat "$TDIR/publish.log")" 'msg="visibility ran out while the message was held'
@@ -401,7 +401,7 @@ test_drain_holds_while_no_downstream() {
   wait_until 5 grep -q 'msg="handing held messages back' "$TDIR/drain.log" || fail "drain did not hand back"
   start_publish
   wait_delivered 1 20 || fail "hold-1 not delivered"
-  sleep 1
+  wait_until 10 queue_empty   # every copy deleted: none left to deliver twice
   collect
   assertEquals "delivered once" "hold-1" "$(delivered_ids)"
   assertContains "$(cat "$TDIR/drain.log")" 'msg="downstream takes records again"'

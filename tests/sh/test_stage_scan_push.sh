@@ -103,7 +103,7 @@ test_scan_push_moves_exactly_the_due_ones() {
   sched a3 20s
   sched far 2h
   assertEquals NEW "$(attr a1 state)"
-  sleep 2   # a1 and a2 are now due within the window, a3 is not
+  until_within 4500 a1 a2   # a1 and a2 are now due within the window, a3 is not
   out=$(scan_push)
   assertEquals "pushed reports" "a1 pushed NEW
 a2 pushed NEW" "$(printf '%s\n' "$out" | reports | sort)"
@@ -132,7 +132,7 @@ a2 pushed NEW" "$(printf '%s\n' "$out" | reports | sort)"
 test_second_once_run_pushes_nothing() {
   fresh
   sched b1 6s
-  sleep 2
+  until_within 4500 b1
   assertEquals "b1 pushed NEW" "$(scan_push | reports)"
   assertEquals "second run: leases held" "" "$(scan_push)"
   assertEquals "claimed once" 1 "$(attr b1 claims)"
@@ -142,7 +142,7 @@ test_shards_cover_all_without_overlap() {
   fresh
   local i a b shard
   for i in $(seq 1 24); do sched "sh-$i" 8s; done
-  sleep 4
+  until_within 4500 sh-24
   a=$(scan --shard 0/2 --out - | reports | awk '{print $1}' | sort)
   b=$(scan --shard 1/2 --out - | reports | awk '{print $1}' | sort)
   assertEquals "all 24 claimed" 24 "$(printf '%s\n%s\n' "$a" "$b" | grep -c .)"
@@ -163,7 +163,7 @@ test_lapsed_claim_is_taken_over() {
   local due lease url got
   export DELAYER_GRACE=2s
   sched r1 6s
-  sleep 2
+  until_within 4500 r1
   # A claim whose sqs-push died: the record goes nowhere.
   scan --out - >/dev/null
   due=$(attr r1 due)
@@ -186,7 +186,7 @@ test_sqs_down_puts_the_claim_back_and_it_is_pushed_later() {
   fresh
   local out t0 ms
   sched f1 6s
-  sleep 2
+  until_within 4500 f1
   t0=$(now_ms)
   # SQS unreachable: sqs-push retries (5 tries over ~8 s), then reports
   # push_failed, and state-update puts the schedule back to NEW.
@@ -211,7 +211,7 @@ test_sigterm_during_retries_hands_the_claim_back() {
   local d=$WORK/retry pid t0
   mkdir -m 700 -p "$d"
   sched s1 6s
-  sleep 2
+  until_within 4500 s1
   scan --out - >"$d/claims"
   mkfifo "$d/in"
   AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(free_port) "$BIN/sqs-push" --prefix "$PFX" --in - --out - \
@@ -219,7 +219,7 @@ test_sigterm_during_retries_hands_the_claim_back() {
   pid=$!
   exec 7>"$d/in"          # keep the input open: no end of input, only SIGTERM
   cat "$d/claims" >&7
-  sleep 1.5               # the first try failed; it is waiting to retry
+  wait_until 10 grep -q 'msg=retrying' "$d/push.log"   # the first try failed; it is waiting to retry
   t0=$(now_ms)
   kill -TERM "$pid"
   wait_exit "$pid" 5 || fail "sqs-push still retrying 5 s after SIGTERM"
@@ -258,7 +258,7 @@ test_catch_up_after_downtime() {
   # ...and seconds ago (the main pass's range).
   sched new-1 6s
   sched new-2 7s
-  sleep 8
+  until_ms $(( $(attr new-2 due) + 1000 ))   # both came due a second ago
   out=$(scan_push | reports | sort)
   assertEquals "every one claimed and pushed" "new-1 pushed NEW
 new-2 pushed NEW
@@ -271,7 +271,7 @@ test_bad_input_lines_are_reported_and_skipped() {
   fresh
   local good out rc err
   sched g1 6s
-  sleep 2
+  until_within 4500 g1
   good=$(scan --out -)
   assertEquals "g1 NEW" "$(printf '%s\n' "$good" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(r["id"], r["from"])')"
   out=$(printf '%s\n' 'not json at all' '{"id":"bad-1","due":1}' '{"due":5}' "$good" |
@@ -354,7 +354,7 @@ test_absent_downstream_holds_one_claim_then_resumes() {
   sched h2 6s
   "$BIN/ddb-scan-due" --prefix "$PFX" --tick 200ms --out "@ipc://$d/due.ipc" 2>"$d/scan.log" &
   scan_pid=$!
-  sleep 4   # both due within the window by now; nobody takes records
+  until_within 3000 h1 h2   # both due within the window for 2 s (10 scanner ticks); nobody takes records
   assertEquals "one record claimed and held" 1 "$( (attr h1 state; attr h2 state) | grep -c ENQUEUED)"
   assertEquals "held, not claimed again and again" 1 "$( (attr h1 claims; attr h2 claims) | awk '{n += $1} END {print n}')"
   "$BIN/sqs-push" --prefix "$PFX" --in ">ipc://$d/due.ipc" --out - >"$d/reports" 2>"$d/push.log" &
