@@ -145,7 +145,8 @@ int store_send_batch(store *s, sched_rec *const *recs, size_t n, int *ok);
 int store_claim(store *s, const char *id, int64_t lease, sched_rec *out);
 /* ENQUEUED -> ENQUEUED (scanner re-claim of a lapsed lease): condition
  * state = ENQUEUED AND lease = seen_lease AND lease < now. Sets new_lease,
- * claims + 1 and moves the due keys to new_lease's minute. out: full content. */
+ * claims + 1, removes pub_msg and moves the due keys to new_lease's minute.
+ * out: full content. */
 int store_reclaim(store *s, const char *id, int64_t due, int64_t seen_lease, int64_t new_lease,
                   sched_rec *out);
 /* The back-off lease for a re-claim: now + grace * 2^min(claims, 5). */
@@ -166,7 +167,10 @@ int store_commit(store *s, const sched_wire *w, const char *msg_id, sched_rec *o
 int store_unpublish(store *s, const sched_wire *w, const char *msg_id, const char *error,
                     int64_t lease, sched_rec *out);
 /* ENQUEUED -> FAILED (message dead-lettered / attempts exhausted):
- * condition state = ENQUEUED AND chash = w's chash. Sets last_error. */
+ * condition state = ENQUEUED AND chash = w's chash AND (lease = w's lease
+ * OR pub_msg = w->mid): the dead message is the current copy, not one left
+ * over from before a re-claim (STORE_LOST with out->state ENQUEUED then).
+ * Sets last_error. */
 int store_fail(store *s, const sched_wire *w, const char *error, sched_rec *out);
 /* NEW, ENQUEUED -> INVALID (content can never run): condition state IN
  * (NEW, ENQUEUED). Sets last_error. */

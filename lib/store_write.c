@@ -138,6 +138,7 @@ int store_reclaim(store *s, const char *id, int64_t due, int64_t seen_lease, int
     ddx_set_n(&x, "lease", new_lease);
     ddx_set_inc(&x, "claims", 1);
     tr_index(s, &x, id, due, sched_index_time(due, new_lease));
+    ddx_rem(&x, "pub_msg");   /* a new copy: older ones cannot fail it (store_fail) */
     ddx_cond_eq_s(&x, "state", "ENQUEUED");
     ddx_cond_n(&x, "lease", " = ", seen_lease);
     ddx_cond_n(&x, "lease", " < ", now);
@@ -198,6 +199,19 @@ int store_fail(store *s, const sched_wire *w, const char *error, sched_rec *out)
     ddx_set_s(&x, "last_error", error ? error : "unknown error");
     ddx_cond_eq_s(&x, "state", "ENQUEUED");
     ddx_cond_eq_s(&x, "chash", w->r.chash);
+    /* Only the current copy may end the schedule: the one whose claim is
+     * the record's (lease: no re-claim since it was sent), or the delivery
+     * that committed last (pub_msg: an unpublish moved the lease on). A
+     * copy left over from before a re-claim matches neither (re-claim and
+     * retry remove pub_msg), so it cannot fail the live copy's schedule. */
+    buf_t *c = ddx_and(&x);
+    buf_adds(c, "(");
+    ddx_term_n(&x, c, "lease", " = ", w->r.lease);
+    if (w->mid && w->mid[0]) {
+        buf_adds(c, " OR ");
+        ddx_term_s(&x, c, "pub_msg", " = ", w->mid);
+    }
+    buf_adds(c, ")");
     return tr_end(s, w->r.id, &x, out);
 }
 
@@ -238,6 +252,7 @@ int store_retry(store *s, const char *id, int64_t lease, sched_rec *out)
     tr_begin(s, &x, id, SCHED_ENQUEUED, now);
     ddx_set_n(&x, "lease", lease);
     ddx_set_n(&x, "claims", 0);
+    ddx_rem(&x, "pub_msg");   /* the failed delivery's copies cannot fail the retry (store_fail) */
     tr_index(s, &x, id, cur.due, sched_index_time(cur.due, lease));
     ddx_cond_eq_s(&x, "state", "FAILED");
     ddx_cond_n(&x, "expires", " > ", now / 1000);   /* the FAILED record's TTL has not passed */

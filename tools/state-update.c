@@ -19,10 +19,14 @@
  *                   stands and the redelivery publishes).
  *   dead            sqs-drain read it from the dead-letter queue ("rh" = its
  *                   receipt handle): store_fail (ENQUEUED -> FAILED with the
- *                   last publish error), counters, event schedule.failed;
+ *                   last publish error, only when the message is the
+ *                   current copy: its "lease" is the record's, or its "mid"
+ *                   the record's pub_msg), counters, event schedule.failed;
  *                   then the DLQ message is deleted: only once the write
  *                   succeeded or the record showed it is already elsewhere
- *                   (deleting one sqs-drain already deleted is harmless).
+ *                   or that the message is a stale copy left by a re-claim
+ *                   (result "unchanged"; deleting one sqs-drain already
+ *                   deleted is harmless).
  * "attempts" (sns-publish) or "rc" (SQS receive count) go into the events.
  *   invalid         store_invalid (NEW/ENQUEUED -> INVALID), counters, event.
  * Every write is conditional: a replayed report fails the condition and
@@ -411,7 +415,11 @@ static outcome on_dead(updater *u, const peek_t *pk, const sched_wire *w)
          * SNS may never have had it. Keep the only trace for an operator. */
         o = mk("failed", -1, -1, "dead-lettered after its publish commit: kept in the dead-letter queue");
     } else if (rc == STORE_LOST || rc == STORE_NOTFOUND) {
-        dlq_delete(u, w);   /* final already, or a stale copy: nothing to keep */
+        /* A stale copy (the schedule was claimed again or retried since it
+         * was sent; store_fail) or final already: nothing to keep. */
+        if (rc == STORE_LOST && old.state == SCHED_ENQUEUED)
+            o = mk("unchanged", -1, -1, "stale copy: the schedule was claimed again since this message was sent");
+        dlq_delete(u, w);
     }
     free(error);
     sched_rec_free(&old);
