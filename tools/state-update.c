@@ -28,7 +28,9 @@
  *                   (result "unchanged"; deleting one sqs-drain already
  *                   deleted is harmless).
  * "attempts" (sns-publish) or "rc" (SQS receive count) go into the events.
- *   invalid         store_invalid (NEW/ENQUEUED -> INVALID), counters, event.
+ *   invalid         store_invalid (NEW/ENQUEUED -> INVALID), counters (from
+ *                   the state the write found, or NEW for a first claim
+ *                   sqs-push refused: "from" is "NEW"), event.
  * Every write is conditional: a replayed report fails the condition and
  * changes nothing ("unchanged"). pushed/published write nothing, so their
  * replays are recognised in memory (the last 20,000-40,000 reports, keyed
@@ -361,7 +363,12 @@ static outcome on_invalid(updater *u, const peek_t *pk)
     const char *error = pk->error ? pk->error : "invalid";
     int rc = store_invalid(u->s, pk->id, error, &old);
     if (rc == STORE_OK) {
-        store_counts_move(u->counts, old.state, SCHED_INVALID, old.topic);
+        /* The counters move from the state the record was counted in: the
+         * write's old image, except for a first claim (from NEW) that
+         * sqs-push refused: the claim is counted on "pushed" only, so the
+         * counters still have it NEW (as on push_failed). */
+        int from = old.state == SCHED_ENQUEUED && !strcmp(pk->from, "NEW") ? SCHED_NEW : old.state;
+        store_counts_move(u->counts, from, SCHED_INVALID, old.topic);
         event(u, "schedule.invalid", &old, SCHED_INVALID, error);
     }
     outcome o = written(u, rc, old.state, SCHED_INVALID, error);

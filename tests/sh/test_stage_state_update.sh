@@ -264,6 +264,28 @@ test_invalid_marks_invalid() {
   assertEquals "NEW -> INVALID" "$(add "$before" "-1 0 0 0 1")" "$(counts)"
 }
 
+# sqs-push refused a first claim's content (SQS InvalidMessageContents):
+# its "invalid" report carries "from":"NEW". The claim was never counted
+# (pushed counts it), so the counters move NEW -> INVALID, not ENQUEUED ->
+# INVALID (which left NEW +1 and ENQUEUED -1 for ever). A re-claim's
+# (from ENQUEUED, counted) moves ENQUEUED -> INVALID.
+test_invalid_after_a_first_claim_moves_the_counters_from_new() {
+  local before lease out
+  sched i2
+  sched i3
+  lease=$(($(now_ms) + 60000))
+  HOOK claim i2 $lease >/dev/null
+  HOOK claim i3 $lease >/dev/null
+  rep i3 pushed from=NEW mid=m-i3 | upd >/dev/null
+  before=$(counts)
+  out=$({ rep i2 invalid from=NEW "error=InvalidMessageContents: invalid characters";
+          rep i3 invalid from=ENQUEUED "error=InvalidMessageContents: invalid characters"; } | upd)
+  assertEquals "i2 invalid applied
+i3 invalid applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals INVALID "$(attr i2 state)"
+  assertEquals "i2: NEW -> INVALID, i3: ENQUEUED -> INVALID" "$(add "$before" "-1 -1 0 0 2")" "$(counts)"
+}
+
 test_replayed_reports_change_nothing() {
   local lease lines before items out
   for i in r1 r2 r3 r4; do sched $i; done
