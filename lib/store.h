@@ -120,8 +120,9 @@ int store_prepare(store *s, sched_rec *r, int64_t now);
  * existing item's TTL has passed. STORE_LOST: the id exists; `old` gets it
  * (compare old->chash with r->chash for idempotency). */
 int store_create(store *s, const sched_rec *r, sched_rec *old);
-/* BatchWriteItem of up to 25 prepared records (unconditional: see
- * docs/schema.md "import"), retrying UnprocessedItems with back-off.
+/* BatchWriteItem of up to 25 prepared records, retrying UnprocessedItems
+ * with back-off. Unconditional: only for records with fresh generated ids
+ * (an explicit id may exist: store_create; docs/schema.md "Import").
  * ok[i] = 1 for each record written. -1 if any was not. */
 int store_put_batch(store *s, sched_rec *const *recs, size_t n, int *ok);
 

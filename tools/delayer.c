@@ -1238,7 +1238,47 @@ static void check_existing(importer *im, irow *rows, size_t n)
     free(which);
 }
 
-/* Writes the pending rows 25 at a time. */
+/* A row with an explicit id: one conditional PutItem (store_create, as
+ * `schedule`), so a record another writer created since check_existing
+ * looked (or one that ran and was published) is never overwritten: the
+ * same content counts as existed, other content is a bad line. */
+static void put_one(importer *im, irow *row)
+{
+    sched_rec old;
+    sched_rec_init(&old);
+    int rc = store_create(im->s, &row->r, &old);
+    if (rc == STORE_OK) {
+        row->status = 1;
+        if (old.state >= 0) store_counts_add(im->counts, old.state, old.topic, -1); /* replaced an expired record */
+    } else if (rc == STORE_LOST) {
+        row->status = strcmp(old.chash, row->r.chash) ? -1 : 2;
+        if (row->status < 0) line_error(im, row->line, "id: already used by a schedule with different content");
+    } else {
+        row->status = -1;
+        im->system_error = 1;
+        line_error(im, row->line, im->s->err);
+    }
+    sched_rec_free(&old);
+}
+
+/* Test hook (tests only, never in production): DELAYER_TEST_IMPORT_PAUSE=PATH
+ * makes the import create PATH.wait after looking its ids up and wait (at
+ * most 60 s) for PATH to exist before writing: a test creates a record in
+ * between, as a concurrent writer would. */
+static void test_pause(void)
+{
+    const char *p = getenv("DELAYER_TEST_IMPORT_PAUSE");
+    if (!p || !*p) return;
+    char w[4096];
+    snprintf(w, sizeof w, "%s.wait", p);
+    FILE *f = fopen(w, "w");
+    if (f) fclose(f);
+    for (int i = 0; i < 1200 && access(p, F_OK) != 0; i++) usleep(50000);
+}
+
+/* Writes the pending rows: explicit ids one by one, conditionally
+ * (put_one); generated ULIDs, which nothing else can have written, 25 at a
+ * time with BatchWriteItem. */
 static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
 {
     sched_rec *batch[25];
@@ -1247,11 +1287,16 @@ static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
     size_t m = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n && rows[i].status == 0) {
+            int explicit_id = rows[i].r.id != NULL;
             rows[i].fast = store_prepare(im->s, &rows[i].r, now);
             if (rows[i].fast < 0) {
                 rows[i].status = -1;
                 im->system_error = 1;
                 line_error(im, rows[i].line, im->s->err);
+                continue;
+            }
+            if (explicit_id) {
+                put_one(im, &rows[i]);
                 continue;
             }
             brow[m] = &rows[i];
@@ -1311,6 +1356,7 @@ static void flush_chunk(importer *im)
 {
     int64_t now = time_now_ms();
     check_existing(im, im->rows, im->n);
+    test_pause();
     write_rows(im, im->rows, im->n, now);
     send_rows(im, im->rows, im->n);
     for (size_t i = 0; i < im->n; i++) {
