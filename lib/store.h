@@ -27,6 +27,14 @@
 
 enum { STORE_ERR = -1, STORE_OK = 0, STORE_LOST = 1, STORE_NOTFOUND = 2 };
 
+/* What kind of STORE_ERR the last call returned (store.err_kind): only
+ * these two are told apart, for the scanner's poison rows (ddb-scan-due). */
+enum {
+    STORE_EK_OTHER = 0,       /* network, throttling, 5xx, other refusals, ... */
+    STORE_EK_VALIDATION = 1,  /* DynamoDB refused the request for this item (ValidationException) */
+    STORE_EK_BADITEM = 2      /* the reply's item is not a readable schedule (a write WAS done) */
+};
+
 #define STORE_PREFIX_MAX 60
 
 /* Settings. -1 (or NULL) = not given: store_load() then takes the value of
@@ -64,6 +72,7 @@ typedef struct {
     aws_client *ddb, *sqs, *sns;  /* sns: topic checks, init (lazy) */
     aws_client *evsns;        /* events: short timeouts, 2 attempts (lazy) */
     char err[768];
+    int err_kind;             /* STORE_EK_* of the last STORE_ERR */
     /* DynamoDB capacity this store consumed (ReturnConsumedCapacity=TOTAL on
      * every item read/write/query; also added up process-wide in reqstat.h):
      * read units, write units (table + indexes), and failed conditional
@@ -176,6 +185,14 @@ int store_fail(store *s, const sched_wire *w, const char *error, sched_rec *out)
 /* NEW, ENQUEUED -> INVALID (content can never run): condition state IN
  * (NEW, ENQUEUED). Sets last_error. */
 int store_invalid(store *s, const char *id, const char *error, sched_rec *out);
+/* from (NEW or ENQUEUED) -> INVALID for a row the scanner cannot claim
+ * (a poison row: an attribute of the wrong type, an item too large to
+ * update). Condition state = from (AND lease = lease when lease > 0).
+ * Sets last_error = reason; when even that is refused as invalid, writes
+ * again without appending to hist (hist may be what is malformed). The
+ * item may be unreadable: on success out gets at least the id, and its
+ * state is -1 when the old image could not be read. */
+int store_set_aside(store *s, const char *id, int from, int64_t lease, const char *reason, sched_rec *out);
 /* NEW, ENQUEUED -> CANCELLED: condition state IN (NEW, ENQUEUED). */
 int store_cancel(store *s, const char *id, sched_rec *out);
 /* FAILED -> ENQUEUED (retry, fast track): condition state = FAILED. Sets
