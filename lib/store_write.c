@@ -51,6 +51,7 @@ static int update_item_x(store *s, const char *id, ddx *x, sched_rec *out, int l
         }
     } else if (aws_err_is(&e, "ConditionalCheckFailedException")) {
         rc = store_resp_rec(s, &resp, "Item", out, &found);
+        if (rc != 0) s->err_kind = STORE_EK_OTHER;   /* BADITEM means "written": this was not */
         if (rc != 0 && lenient) {
             sched_rec_free(out);
             rc = STORE_LOST;
