@@ -283,6 +283,7 @@ int store_ddb_call(store *s, const char *op, const buf_t *req, buf_t *resp, aws_
     char target[64];
     snprintf(target, sizeof target, "DynamoDB_20120810.%s", op);
     buf_reset(resp);
+    s->err_kind = STORE_EK_OTHER;
     int kind = capacity_kind(op);
     int rc;
     if (kind && req->len > 2 && req->p[0] == '{') {
@@ -300,6 +301,7 @@ int store_ddb_call(store *s, const char *op, const buf_t *req, buf_t *resp, aws_
     if (rc == 0) return 0;
     if (!aws_err_is(e, "ConditionalCheckFailedException")) {
         char what[80];
+        if (aws_err_is(e, "ValidationException")) s->err_kind = STORE_EK_VALIDATION;
         snprintf(what, sizeof what, "dynamodb %s", op);
         store_aws_err(s, what, e);
     }
@@ -460,7 +462,11 @@ static int read_rec(store *s, json_doc *d, int item, sched_rec *out)
 {
     char e[256];
     if (!out) return 0;
-    if (sched_item_read(d, item, out, e, sizeof e) < 0) return store_seterr(s, "dynamodb: %s", e);
+    if (sched_item_read(d, item, out, e, sizeof e) < 0) {
+        store_seterr(s, "dynamodb: %s", e);
+        s->err_kind = STORE_EK_BADITEM;
+        return STORE_ERR;
+    }
     return 0;
 }
 

@@ -27,6 +27,14 @@
 
 enum { STORE_ERR = -1, STORE_OK = 0, STORE_LOST = 1, STORE_NOTFOUND = 2 };
 
+/* What kind of STORE_ERR the last call returned (store.err_kind): only
+ * these two are told apart, for the scanner's poison rows (ddb-scan-due). */
+enum {
+    STORE_EK_OTHER = 0,       /* network, throttling, 5xx, other refusals, ... */
+    STORE_EK_VALIDATION = 1,  /* DynamoDB refused the request for this item (ValidationException) */
+    STORE_EK_BADITEM = 2      /* the reply's item is not a readable schedule (a write WAS done) */
+};
+
 #define STORE_PREFIX_MAX 60
 
 /* Settings. -1 (or NULL) = not given: store_load() then takes the value of
@@ -64,6 +72,7 @@ typedef struct {
     aws_client *ddb, *sqs, *sns;  /* sns: topic checks, init (lazy) */
     aws_client *evsns;        /* events: short timeouts, 2 attempts (lazy) */
     char err[768];
+    int err_kind;             /* STORE_EK_* of the last STORE_ERR */
     /* DynamoDB capacity this store consumed (ReturnConsumedCapacity=TOTAL on
      * every item read/write/query; also added up process-wide in reqstat.h):
      * read units, write units (table + indexes), and failed conditional
@@ -120,8 +129,9 @@ int store_prepare(store *s, sched_rec *r, int64_t now);
  * existing item's TTL has passed. STORE_LOST: the id exists; `old` gets it
  * (compare old->chash with r->chash for idempotency). */
 int store_create(store *s, const sched_rec *r, sched_rec *old);
-/* BatchWriteItem of up to 25 prepared records (unconditional: see
- * docs/schema.md "import"), retrying UnprocessedItems with back-off.
+/* BatchWriteItem of up to 25 prepared records, retrying UnprocessedItems
+ * with back-off. Unconditional: only for records with fresh generated ids
+ * (an explicit id may exist: store_create; docs/schema.md "Import").
  * ok[i] = 1 for each record written. -1 if any was not. */
 int store_put_batch(store *s, sched_rec *const *recs, size_t n, int *ok);
 
@@ -145,7 +155,8 @@ int store_send_batch(store *s, sched_rec *const *recs, size_t n, int *ok);
 int store_claim(store *s, const char *id, int64_t lease, sched_rec *out);
 /* ENQUEUED -> ENQUEUED (scanner re-claim of a lapsed lease): condition
  * state = ENQUEUED AND lease = seen_lease AND lease < now. Sets new_lease,
- * claims + 1 and moves the due keys to new_lease's minute. out: full content. */
+ * claims + 1, removes pub_msg and moves the due keys to new_lease's minute.
+ * out: full content. */
 int store_reclaim(store *s, const char *id, int64_t due, int64_t seen_lease, int64_t new_lease,
                   sched_rec *out);
 /* The back-off lease for a re-claim: now + grace * 2^min(claims, 5). */
@@ -166,11 +177,22 @@ int store_commit(store *s, const sched_wire *w, const char *msg_id, sched_rec *o
 int store_unpublish(store *s, const sched_wire *w, const char *msg_id, const char *error,
                     int64_t lease, sched_rec *out);
 /* ENQUEUED -> FAILED (message dead-lettered / attempts exhausted):
- * condition state = ENQUEUED AND chash = w's chash. Sets last_error. */
+ * condition state = ENQUEUED AND chash = w's chash AND (lease = w's lease
+ * OR pub_msg = w->mid): the dead message is the current copy, not one left
+ * over from before a re-claim (STORE_LOST with out->state ENQUEUED then).
+ * Sets last_error. */
 int store_fail(store *s, const sched_wire *w, const char *error, sched_rec *out);
 /* NEW, ENQUEUED -> INVALID (content can never run): condition state IN
  * (NEW, ENQUEUED). Sets last_error. */
 int store_invalid(store *s, const char *id, const char *error, sched_rec *out);
+/* from (NEW or ENQUEUED) -> INVALID for a row the scanner cannot claim
+ * (a poison row: an attribute of the wrong type, an item too large to
+ * update). Condition state = from (AND lease = lease when lease > 0).
+ * Sets last_error = reason; when even that is refused as invalid, writes
+ * again without appending to hist (hist may be what is malformed). The
+ * item may be unreadable: on success out gets at least the id, and its
+ * state is -1 when the old image could not be read. */
+int store_set_aside(store *s, const char *id, int from, int64_t lease, const char *reason, sched_rec *out);
 /* NEW, ENQUEUED -> CANCELLED: condition state IN (NEW, ENQUEUED). */
 int store_cancel(store *s, const char *id, sched_rec *out);
 /* FAILED -> ENQUEUED (retry, fast track): condition state = FAILED. Sets

@@ -17,7 +17,17 @@
  * gets the item as it was before (ALL_OLD). On a conditional check
  * failure, out gets the current item: STORE_LOST, or STORE_NOTFOUND when
  * there is none or its TTL has passed. */
+static int update_item_x(store *s, const char *id, ddx *x, sched_rec *out, int lenient);
+
 static int update_item(store *s, const char *id, ddx *x, sched_rec *out)
+{
+    return update_item_x(s, id, x, out, 0);
+}
+
+/* lenient (store_set_aside): an old image that is not a readable schedule
+ * is no error: on success out gets only the id (state -1); on a failed
+ * condition STORE_LOST. */
+static int update_item_x(store *s, const char *id, ddx *x, sched_rec *out, int lenient)
 {
     buf_t req = BUF_INIT, resp = BUF_INIT;
     json_w w;
@@ -34,9 +44,19 @@ static int update_item(store *s, const char *id, ddx *x, sched_rec *out)
     if (store_ddb_call(s, "UpdateItem", &req, &resp, &e) == 0) {
         rc = store_resp_rec(s, &resp, "Attributes", out, &found);
         if (rc == 0 && !found) sched_rec_free(out);
+        if (rc != 0 && lenient) {
+            sched_rec_free(out);
+            out->id = xstrdup(id);
+            rc = STORE_OK;
+        }
     } else if (aws_err_is(&e, "ConditionalCheckFailedException")) {
         rc = store_resp_rec(s, &resp, "Item", out, &found);
-        if (rc == 0) {
+        if (rc != 0) s->err_kind = STORE_EK_OTHER;   /* BADITEM means "written": this was not */
+        if (rc != 0 && lenient) {
+            sched_rec_free(out);
+            rc = STORE_LOST;
+            store_seterr(s, "state: the schedule has changed");
+        } else if (rc == 0) {
             if (!found || sched_expired(out, time_now_ms())) {
                 sched_rec_free(out);
                 rc = STORE_NOTFOUND;
@@ -63,7 +83,15 @@ static int64_t expires_for(const store *s, int64_t now)
 /* The attributes every transition writes: state, updated, by_state keys,
  * history; entering a final state also sets the TTL and leaves the due
  * index; entering a waiting one clears the TTL. */
+static void tr_begin_h(store *s, ddx *x, const char *id, int to, int64_t now, int with_hist);
+
 static void tr_begin(store *s, ddx *x, const char *id, int to, int64_t now)
+{
+    tr_begin_h(s, x, id, to, now, 1);
+}
+
+/* tr_begin, with or without the hist append (store_set_aside). */
+static void tr_begin_h(store *s, ddx *x, const char *id, int to, int64_t now, int with_hist)
 {
     buf_t k = BUF_INIT, h = BUF_INIT;
     ddx_set_s(x, "state", sched_state_name(to));
@@ -74,6 +102,7 @@ static void tr_begin(store *s, ddx *x, const char *id, int to, int64_t now)
     ddx_set_s(x, "st_sk", buf_str(&k));
     buf_printf(&h, "{\"L\":[{\"M\":{\"s\":{\"S\":\"%s\"},\"t\":{\"N\":\"%" PRId64 "\"}}}]}",
                sched_state_name(to), now);
+    if (!with_hist) goto final;
     ddx_sep(&x->set, ", ");
     ddx_nm(x, &x->set, "hist");
     buf_adds(&x->set, " = list_append(if_not_exists(");
@@ -83,6 +112,7 @@ static void tr_begin(store *s, ddx *x, const char *id, int to, int64_t now)
     buf_adds(&x->set, "), ");
     ddx_vraw(x, &x->set, h.p);
     buf_addc(&x->set, ')');
+final:
     if (sched_state_final(to)) {
         ddx_set_n(x, "expires", expires_for(s, now));
         ddx_rem(x, "due_pk");
@@ -138,6 +168,7 @@ int store_reclaim(store *s, const char *id, int64_t due, int64_t seen_lease, int
     ddx_set_n(&x, "lease", new_lease);
     ddx_set_inc(&x, "claims", 1);
     tr_index(s, &x, id, due, sched_index_time(due, new_lease));
+    ddx_rem(&x, "pub_msg");   /* a new copy: older ones cannot fail it (store_fail) */
     ddx_cond_eq_s(&x, "state", "ENQUEUED");
     ddx_cond_n(&x, "lease", " = ", seen_lease);
     ddx_cond_n(&x, "lease", " < ", now);
@@ -198,6 +229,19 @@ int store_fail(store *s, const sched_wire *w, const char *error, sched_rec *out)
     ddx_set_s(&x, "last_error", error ? error : "unknown error");
     ddx_cond_eq_s(&x, "state", "ENQUEUED");
     ddx_cond_eq_s(&x, "chash", w->r.chash);
+    /* Only the current copy may end the schedule: the one whose claim is
+     * the record's (lease: no re-claim since it was sent), or the delivery
+     * that committed last (pub_msg: an unpublish moved the lease on). A
+     * copy left over from before a re-claim matches neither (re-claim and
+     * retry remove pub_msg), so it cannot fail the live copy's schedule. */
+    buf_t *c = ddx_and(&x);
+    buf_adds(c, "(");
+    ddx_term_n(&x, c, "lease", " = ", w->r.lease);
+    if (w->mid && w->mid[0]) {
+        buf_adds(c, " OR ");
+        ddx_term_s(&x, c, "pub_msg", " = ", w->mid);
+    }
+    buf_adds(c, ")");
     return tr_end(s, w->r.id, &x, out);
 }
 
@@ -210,6 +254,26 @@ int store_invalid(store *s, const char *id, const char *error, sched_rec *out)
     ddx_set_s(&x, "last_error", error ? error : "invalid");
     ddx_cond_state_in(&x, waiting_states, 2);
     return tr_end(s, id, &x, out);
+}
+
+int store_set_aside(store *s, const char *id, int from, int64_t lease, const char *reason, sched_rec *out)
+{
+    int rc = STORE_ERR;
+    sched_rec tmp;
+    sched_rec_init(&tmp);
+    if (!out) out = &tmp;
+    for (int with_hist = 1; with_hist >= 0; with_hist--) {
+        ddx x = {0};
+        tr_begin_h(s, &x, id, SCHED_INVALID, time_now_ms(), with_hist);
+        ddx_set_s(&x, "last_error", reason ? reason : "invalid");
+        ddx_cond_eq_s(&x, "state", sched_state_name(from));
+        if (lease > 0) ddx_cond_n(&x, "lease", " = ", lease);
+        rc = update_item_x(s, id, &x, out, 1);
+        ddx_free(&x);
+        if (rc != STORE_ERR || s->err_kind != STORE_EK_VALIDATION) break;
+    }
+    sched_rec_free(&tmp);
+    return rc;
 }
 
 int store_cancel(store *s, const char *id, sched_rec *out)
@@ -238,6 +302,7 @@ int store_retry(store *s, const char *id, int64_t lease, sched_rec *out)
     tr_begin(s, &x, id, SCHED_ENQUEUED, now);
     ddx_set_n(&x, "lease", lease);
     ddx_set_n(&x, "claims", 0);
+    ddx_rem(&x, "pub_msg");   /* the failed delivery's copies cannot fail the retry (store_fail) */
     tr_index(s, &x, id, cur.due, sched_index_time(cur.due, lease));
     ddx_cond_eq_s(&x, "state", "FAILED");
     ddx_cond_n(&x, "expires", " > ", now / 1000);   /* the FAILED record's TTL has not passed */

@@ -36,6 +36,25 @@
  * limit), and nothing would tell the scanner when to try again; the held
  * record is that probe, and costs no write.
  *
+ * Poison rows. A row whose claim keeps failing with an error that is not
+ * a lost condition (another writer winning is normal) must not stop its
+ * shard: the main pass parks its cursor on a row it could not finish and
+ * the recovery pass stops at its minute. Each such failure is a strike
+ * for the row's id (a bounded table, STRIKES_KEPT ids, the least recently
+ * struck forgotten first); below STRIKES_MAX the pass stops as before (the
+ * next tick tries again: a passing DynamoDB error). At STRIKES_MAX the row
+ * is SET ASIDE (store_set_aside: INVALID, last_error naming the problem,
+ * counted, event schedule.invalid, logged once) when it is provably the
+ * row's fault: DynamoDB refused the claim as invalid (ValidationException)
+ * and the item is not a readable schedule (an attribute of the wrong type,
+ * written by another tool) or is too large to update. Otherwise (another
+ * error, or the set-aside write failed too) it is SKIPPED: the pass goes
+ * on past it, logged once, counted (delayer_scan_skipped_total); it stays
+ * in the due index, so the recovery pass tries it once a tick and its
+ * minute keeps the checkpoint (never lost). A claim that was written but
+ * returned an unreadable item (the scanner cannot build its message) is
+ * set aside at once.
+ *
  * Wire: the record of sched_wire_write (id, due, topic, payload, attrs,
  * chash, lease = the lease of THIS claim) plus one extra member
  * "from":"NEW"|"ENQUEUED", the state the claim came from (state-update
@@ -59,6 +78,8 @@
 #define LAG_MS          5000   /* index eventual consistency and clock skew */
 #define SEND_TIMEOUT_MS 1000   /* a downstream that takes longer is "blocked" */
 #define HOLD_MARGIN_MS  5000   /* unclaim a held record this long before its lease ends */
+#define STRIKES_MAX     3      /* failed claims of one row before it is set aside or skipped */
+#define STRIKES_KEPT    64     /* ids with strikes remembered (bounded memory) */
 
 /* What one shard's passes know. */
 typedef struct {
@@ -71,8 +92,16 @@ typedef struct {
 } shard_st;
 
 typedef struct {
-    uint64_t claimed, reclaimed, lost, unclaimed, errors, queries;
+    uint64_t claimed, reclaimed, lost, unclaimed, errors, queries, set_aside, skipped;
 } tick_stats;
+
+/* A row whose claims failed (see "Poison rows" above). */
+typedef struct {
+    char *id;           /* NULL: free slot */
+    int strikes;
+    int logged;         /* its skip was logged: not again */
+    uint64_t seen;      /* strike clock when last struck (eviction) */
+} strike_t;
 
 /* The claimed record the downstream refused (see the top comment). */
 typedef struct {
@@ -93,9 +122,12 @@ typedef struct {
     int64_t recovery_ms;    /* time the recovery passes may take per tick (0: no limit, --once) */
     int64_t recovery_until; /* mono ms: this tick's recovery passes stop starting Queries */
     tick_stats t;
+    strike_t strikes[STRIKES_KEPT];
+    uint64_t strike_clock;
 } scanner;
 
-enum { H_SKIP, H_SENT, H_LOST, H_BLOCKED, H_ERR };
+/* H_ASIDE: a poison row set aside or skipped; the pass goes on. */
+enum { H_SKIP, H_SENT, H_LOST, H_BLOCKED, H_ERR, H_ASIDE };
 
 static int64_t floor_div(int64_t a, int64_t b)
 {
@@ -242,6 +274,140 @@ static int send_claimed(scanner *sc, const sched_rec *old, int64_t lease, int fr
     return H_BLOCKED;
 }
 
+/* ------------------------------------------------------------ poison rows */
+
+static strike_t *strike_find(scanner *sc, const char *id)
+{
+    for (size_t i = 0; i < STRIKES_KEPT; i++)
+        if (sc->strikes[i].id && !strcmp(sc->strikes[i].id, id)) return &sc->strikes[i];
+    return NULL;
+}
+
+/* The row was handled (claimed, lost, set aside): its strikes are over. */
+static void strike_clear(scanner *sc, const char *id)
+{
+    strike_t *st = strike_find(sc, id);
+    if (st) {
+        free(st->id);
+        memset(st, 0, sizeof *st);
+    }
+}
+
+/* One more strike for id; its entry (a free or the stalest slot reused). */
+static strike_t *strike_add(scanner *sc, const char *id)
+{
+    strike_t *st = strike_find(sc, id);
+    if (!st) {
+        st = &sc->strikes[0];
+        for (size_t i = 0; i < STRIKES_KEPT && st->id; i++)
+            if (!sc->strikes[i].id || sc->strikes[i].seen < st->seen) st = &sc->strikes[i];
+        free(st->id);
+        memset(st, 0, sizeof *st);
+        st->id = xstrdup(id);
+    }
+    st->strikes++;
+    st->seen = ++sc->strike_clock;
+    return st;
+}
+
+/* Writes row (state from, lease: the one it has, 0 for none) INVALID with
+ * reason, and counts it; H_ASIDE, H_LOST (it changed meanwhile) or -1 (the
+ * write failed: the caller skips the row). */
+static int set_aside(scanner *sc, const store_due_row *row, int from, int64_t lease, const char *reason)
+{
+    sched_rec old;
+    sched_rec_init(&old);
+    int rc = store_set_aside(sc->s, row->id, from, lease, reason, &old), h = -1;
+    if (rc == STORE_OK) {
+        sc->t.set_aside++;
+        metrics_count("delayer_scan_set_aside_total", "poison rows the scanner wrote INVALID (claim impossible)", "", 1);
+        log_ev(LOG_WARN, "poison row set aside as INVALID", "id", row->id, "reason", reason, NULL);
+        /* Counted from the row's state: a first claim is counted only once
+         * pushed, so a row claimed here from NEW is still NEW in the counters. */
+        store_counts *c = store_counts_new();
+        store_counts_move(c, row->state, SCHED_INVALID, old.topic);
+        if (store_counts_flush(sc->s, c) != STORE_OK)
+            log_ev(LOG_WARN, "counters not written", "error", sc->s->err, "hint", "delayer stats --recount", NULL);
+        store_counts_free(c);
+        if (!old.due) old.due = row->due;
+        store_event(sc->s, "schedule.invalid", &old, SCHED_INVALID, time_now_ms(), reason);
+        store_events_flush(sc->s);
+        strike_clear(sc, row->id);
+        h = H_ASIDE;
+    } else if (rc == STORE_LOST || rc == STORE_NOTFOUND) {
+        strike_clear(sc, row->id);
+        h = H_LOST;
+    }
+    sched_rec_free(&old);
+    return h;
+}
+
+/* Skips row for this pass (see "Poison rows"), logging it once. */
+static int skip_row(scanner *sc, strike_t *st, const store_due_row *row, const char *error)
+{
+    sc->t.skipped++;
+    metrics_count("delayer_scan_skipped_total", "due-index rows skipped after repeated claim failures (left in the index)", "", 1);
+    if (!st->logged) {
+        st->logged = 1;
+        log_ev(LOG_WARN, "claim keeps failing: row skipped, left in the due index (logged once)", "id", row->id,
+               "strikes", log_i64(st->strikes), "error", error, NULL);
+    } else {
+        log_ev(LOG_DEBUG, "claim keeps failing: row skipped", "id", row->id, "error", error, NULL);
+    }
+    return H_ASIDE;
+}
+
+/* A claim or re-claim of row failed with STORE_ERR (s->err, s->err_kind).
+ * written_lease > 0: the claim WAS written with that lease, but the item
+ * it returned is unreadable. Returns the H_* of the row. */
+static int claim_failed(scanner *sc, const store_due_row *row, int64_t written_lease, const char *what)
+{
+    char err[sizeof sc->s->err], reason[2 * sizeof sc->s->err + 64], msg[3 * sizeof sc->s->err + 128];
+    int kind = sc->s->err_kind;
+    snprintf(err, sizeof err, "%s", sc->s->err);
+    if (written_lease > 0) {
+        /* Claimed (ENQUEUED, our lease) but unsendable: set aside now. */
+        snprintf(reason, sizeof reason, "PoisonRow: claimed but unreadable: %s", err);
+        int h = set_aside(sc, row, SCHED_ENQUEUED, written_lease, reason);
+        if (h >= 0) return h;
+        return skip_row(sc, strike_add(sc, row->id), row, sc->s->err);
+    }
+    strike_t *st = strike_add(sc, row->id);
+    if (st->strikes < STRIKES_MAX) {
+        sc->t.errors++;
+        metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"claim\"", 1);
+        log_ev(LOG_WARN, what, "id", row->id, "strike", log_i64(st->strikes), "error", err, NULL);
+        return H_ERR;
+    }
+    if (kind == STORE_EK_VALIDATION && (row->state == SCHED_NEW || row->state == SCHED_ENQUEUED)) {
+        /* Refused as invalid: the row's fault only if the item is
+         * malformed or too large (else a bug of ours would turn good
+         * schedules INVALID: those are skipped instead). */
+        sched_rec cur;
+        sched_rec_init(&cur);
+        int grc = store_get(sc->s, row->id, &cur), bad = 0;
+        if (grc == STORE_ERR && sc->s->err_kind == STORE_EK_BADITEM) {
+            bad = 1;
+            snprintf(reason, sizeof reason, "PoisonRow: the claim is refused (%s): %s", err, sc->s->err);
+        } else if (grc == STORE_OK && strstr(err, "size")) {
+            bad = 1;
+            snprintf(reason, sizeof reason, "PoisonRow: the claim is refused (%s)", err);
+        }
+        sched_rec_free(&cur);
+        if (grc == STORE_NOTFOUND) {
+            strike_clear(sc, row->id);
+            return H_LOST;
+        }
+        if (bad) {
+            int h = set_aside(sc, row, row->state, row->state == SCHED_ENQUEUED ? row->lease : 0, reason);
+            if (h >= 0) return h;
+            snprintf(msg, sizeof msg, "%s; set aside failed: %s", reason, sc->s->err);
+            return skip_row(sc, st, row, msg);
+        }
+    }
+    return skip_row(sc, st, row, err);
+}
+
 /* ------------------------------------------------------------ claiming */
 
 /* NEW -> ENQUEUED, lease = max(due, now) + grace. */
@@ -262,11 +428,9 @@ static int claim_new(scanner *sc, const store_due_row *row, int64_t now)
         log_ev(LOG_DEBUG, "claim lost (another writer won)", "id", row->id, "error", sc->s->err, NULL);
         h = H_LOST;
     } else {
-        sc->t.errors++;
-        metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"claim\"", 1);
-        log_ev(LOG_WARN, "claim failed", "id", row->id, "error", sc->s->err, NULL);
-        h = H_ERR;
+        h = claim_failed(sc, row, sc->s->err_kind == STORE_EK_BADITEM ? lease : 0, "claim failed");
     }
+    if (h == H_SENT || h == H_LOST) strike_clear(sc, row->id);
     sched_rec_free(&old);
     return h;
 }
@@ -291,11 +455,9 @@ static int reclaim(scanner *sc, const store_due_row *row, int64_t now)
         log_ev(LOG_DEBUG, "re-claim lost (another writer won)", "id", row->id, "error", sc->s->err, NULL);
         h = H_LOST;
     } else {
-        sc->t.errors++;
-        metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"claim\"", 1);
-        log_ev(LOG_WARN, "re-claim failed", "id", row->id, "error", sc->s->err, NULL);
-        h = H_ERR;
+        h = claim_failed(sc, row, sc->s->err_kind == STORE_EK_BADITEM ? lease : 0, "re-claim failed");
     }
+    if (h == H_SENT || h == H_LOST) strike_clear(sc, row->id);
     sched_rec_free(&old);
     return h;
 }
@@ -440,10 +602,11 @@ static void recovery_pass(scanner *sc, shard_st *st, int64_t now)
 static void log_tick(scanner *sc, int64_t started)
 {
     tick_stats *t = &sc->t;
-    int lvl = t->claimed || t->reclaimed || t->unclaimed || t->errors ? LOG_INFO : LOG_DEBUG;
+    int lvl = t->claimed || t->reclaimed || t->unclaimed || t->errors || t->set_aside ? LOG_INFO : LOG_DEBUG;
     log_ev(lvl, "tick", "claimed", log_i64((int64_t)t->claimed), "reclaimed", log_i64((int64_t)t->reclaimed),
            "lost", log_i64((int64_t)t->lost), "unclaimed", log_i64((int64_t)t->unclaimed),
-           "errors", log_i64((int64_t)t->errors), "queries", log_i64((int64_t)t->queries),
+           "errors", log_i64((int64_t)t->errors), "set_aside", log_i64((int64_t)t->set_aside),
+           "skipped", log_i64((int64_t)t->skipped), "queries", log_i64((int64_t)t->queries),
            "ms", log_i64(time_mono_ms() - started), NULL);
 }
 
@@ -513,6 +676,7 @@ static void scanner_free(scanner *sc)
     buf_free(&sc->held.line);
     for (size_t i = 0; i < sc->nsh; i++) free(sc->sh[i].pend);
     free(sc->sh);
+    for (size_t i = 0; i < STRIKES_KEPT; i++) free(sc->strikes[i].id);
 }
 
 int main(int argc, char **argv)

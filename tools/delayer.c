@@ -444,17 +444,24 @@ static int schedule_args(args *a, globals *g, sched_rec *r, sched_opts *o)
     return EXIT_OK;
 }
 
-/* Validates everything that needs no AWS call, in the order of the options. */
-static int schedule_check(store *s, sched_rec *r, const sched_opts *o, int64_t now)
+/* Validates everything that needs no AWS call, in the order of the options.
+ * A due time in the past with an explicit id is not refused yet: past gets
+ * the error, and the caller returns the schedule if it exists with this
+ * very content (an identical re-submission is idempotent, even late). */
+static int schedule_check(store *s, sched_rec *r, const sched_opts *o, int64_t now, char *past, size_t pastlen)
 {
     char e[512];
     sched_limits lim = {s->conf.grace_ms, s->conf.horizon_ms};
+    past[0] = '\0';
     if (o->id) {
         if (sched_check_id(o->id, e, sizeof e) < 0) return die(EXIT_REFUSED, "%s", e);
         r->id = xstrdup(o->id);
     }
     if (parse_due(o->at, o->in, now, &r->due)) return EXIT_REFUSED;
-    if (sched_check_due(r->due, now, &lim, o->at ? "at" : "in", e, sizeof e) < 0) return die(EXIT_REFUSED, "%s", e);
+    if (sched_check_due(r->due, now, &lim, o->at ? "at" : "in", e, sizeof e) < 0) {
+        if (!o->id || r->due >= now - lim.grace_ms) return die(EXIT_REFUSED, "%s", e);
+        snprintf(past, pastlen, "%s", e);
+    }
     if (read_payload(o->payload, r)) return EXIT_REFUSED;
     if (sched_check_message(r, e, sizeof e) < 0) return die(EXIT_REFUSED, "%s", e);
     return EXIT_OK;
@@ -505,12 +512,21 @@ static int cmd_schedule(args *a, globals *g)
     int code = schedule_args(a, g, &r, &o);
     store *s = code == EXIT_OK ? open_store(g, 1, &code) : NULL;
     int64_t now = time_now_ms();
-    if (s && (code = schedule_check(s, &r, &o, now)) == EXIT_OK) {
+    char past[512];
+    if (s && (code = schedule_check(s, &r, &o, now, past, sizeof past)) == EXIT_OK) {
         buf_t arn = BUF_INIT;
         int rc = store_topic_resolve(s, o.topic, &arn);
         if (rc == STORE_NOTFOUND) code = die(EXIT_REFUSED, "%s", s->err);
         else if (rc != STORE_OK) code = store_exit(s, rc);
-        if (code == EXIT_OK) {
+        if (code == EXIT_OK && past[0]) {
+            /* Due in the past: only an identical existing schedule is an answer. */
+            r.topic = xstrdup(arn.p);
+            sched_chash(&r);
+            rc = store_get(s, r.id, &old);
+            if (rc == STORE_OK && !strcmp(old.chash, r.chash)) print_record(&old, o.json);
+            else if (rc == STORE_OK || rc == STORE_NOTFOUND) code = die(EXIT_REFUSED, "%s", past);
+            else code = store_exit(s, rc);
+        } else if (code == EXIT_OK) {
             r.topic = xstrdup(arn.p);
             int fast = store_prepare(s, &r, now);
             if (fast < 0) code = store_exit(s, STORE_ERR);
@@ -979,6 +995,7 @@ typedef struct {
     sched_rec r;
     int fast;
     int status;      /* 0 pending, 1 imported, 2 existed, -1 bad */
+    char *past;      /* due in the past (with an id): the error, unless it exists identical */
 } irow;
 
 typedef struct {
@@ -1082,7 +1099,8 @@ static const char *const row_keys[] = {"id", "at", "in", "topic", "payload", "at
 
 /* Parses and validates one line into r (everything but the topic's
  * existence, which parse_line resolves). */
-static int row_parse(importer *im, const char *line, size_t len, int64_t now, sched_rec *r, char *e, size_t el)
+static int row_parse(importer *im, const char *line, size_t len, int64_t now, sched_rec *r, char **past, char *e,
+                     size_t el)
 {
     json_doc d;
     buf_t v = BUF_INIT;
@@ -1111,9 +1129,13 @@ static int row_parse(importer *im, const char *line, size_t len, int64_t now, sc
     if ((got = row_str(&d, 0, "id", 0, &v, e, el)) < 0) goto out;
     if (got && sched_check_id(buf_str(&v), e, el) < 0) goto out;
     if (got) r->id = xstrdup(buf_str(&v));
-    if (row_due(&d, 0, now, &r->due, &field, e, el) < 0 ||
-        sched_check_due(r->due, now, &lim, field, e, el) < 0)
-        goto out;
+    if (row_due(&d, 0, now, &r->due, &field, e, el) < 0) goto out;
+    if (sched_check_due(r->due, now, &lim, field, e, el) < 0) {
+        /* In the past with an id: an identical existing schedule makes the
+         * row "existed" (check_existing), else this is its error. */
+        if (!r->id || r->due >= now - lim.grace_ms) goto out;
+        *past = xstrdup(e);
+    }
     if (row_str(&d, 0, "topic", 1, &v, e, el) < 0) goto out;
     r->topic = xstrdup(buf_str(&v));
     if (row_str(&d, 0, "payload", 1, &v, e, el) < 0) goto out;
@@ -1132,9 +1154,10 @@ static void parse_line(importer *im, const char *line, size_t len, int64_t now)
     char e[600];
     sched_rec r;
     buf_t arn = BUF_INIT;
+    char *past = NULL;
     sched_rec_init(&r);
     long ln = ++im->lines;
-    if (row_parse(im, line, len, now, &r, e, sizeof e) < 0) {
+    if (row_parse(im, line, len, now, &r, &past, e, sizeof e) < 0) {
         line_error(im, ln, e);
     } else {
         int rc = store_topic_resolve(im->s, r.topic, &arn);
@@ -1155,9 +1178,12 @@ static void parse_line(importer *im, const char *line, size_t len, int64_t now)
             row->r = r;
             row->status = 0;
             row->fast = 0;
+            row->past = past;
+            past = NULL;
             sched_rec_init(&r);
         }
     }
+    free(past);
     sched_rec_free(&r);
     buf_free(&arn);
 }
@@ -1198,17 +1224,61 @@ static void check_existing(importer *im, irow *rows, size_t n)
                 if (found[i].state < 0) continue;
                 sched_chash(&row->r);
                 row->status = strcmp(found[i].chash, row->r.chash) ? -1 : 2;
-                if (row->status < 0) line_error(im, row->line, "id: already used by a schedule with different content");
+                if (row->status < 0)
+                    line_error(im, row->line, row->past ? row->past : "id: already used by a schedule with different content");
             }
         }
         for (size_t i = 0; i < k; i++) sched_rec_free(&found[i]);
         free(found);
     }
+    /* Due in the past and not an identical re-submission: refused now. */
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].past && rows[i].status == 0) rows[i].status = -1, line_error(im, rows[i].line, rows[i].past);
     free(ids);
     free(which);
 }
 
-/* Writes the pending rows 25 at a time. */
+/* A row with an explicit id: one conditional PutItem (store_create, as
+ * `schedule`), so a record another writer created since check_existing
+ * looked (or one that ran and was published) is never overwritten: the
+ * same content counts as existed, other content is a bad line. */
+static void put_one(importer *im, irow *row)
+{
+    sched_rec old;
+    sched_rec_init(&old);
+    int rc = store_create(im->s, &row->r, &old);
+    if (rc == STORE_OK) {
+        row->status = 1;
+        if (old.state >= 0) store_counts_add(im->counts, old.state, old.topic, -1); /* replaced an expired record */
+    } else if (rc == STORE_LOST) {
+        row->status = strcmp(old.chash, row->r.chash) ? -1 : 2;
+        if (row->status < 0) line_error(im, row->line, "id: already used by a schedule with different content");
+    } else {
+        row->status = -1;
+        im->system_error = 1;
+        line_error(im, row->line, im->s->err);
+    }
+    sched_rec_free(&old);
+}
+
+/* Test hook (tests only, never in production): DELAYER_TEST_IMPORT_PAUSE=PATH
+ * makes the import create PATH.wait after looking its ids up and wait (at
+ * most 60 s) for PATH to exist before writing: a test creates a record in
+ * between, as a concurrent writer would. */
+static void test_pause(void)
+{
+    const char *p = getenv("DELAYER_TEST_IMPORT_PAUSE");
+    if (!p || !*p) return;
+    char w[4096];
+    snprintf(w, sizeof w, "%s.wait", p);
+    FILE *f = fopen(w, "w");
+    if (f) fclose(f);
+    for (int i = 0; i < 1200 && access(p, F_OK) != 0; i++) usleep(50000);
+}
+
+/* Writes the pending rows: explicit ids one by one, conditionally
+ * (put_one); generated ULIDs, which nothing else can have written, 25 at a
+ * time with BatchWriteItem. */
 static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
 {
     sched_rec *batch[25];
@@ -1217,11 +1287,16 @@ static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
     size_t m = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n && rows[i].status == 0) {
+            int explicit_id = rows[i].r.id != NULL;
             rows[i].fast = store_prepare(im->s, &rows[i].r, now);
             if (rows[i].fast < 0) {
                 rows[i].status = -1;
                 im->system_error = 1;
                 line_error(im, rows[i].line, im->s->err);
+                continue;
+            }
+            if (explicit_id) {
+                put_one(im, &rows[i]);
                 continue;
             }
             brow[m] = &rows[i];
@@ -1281,6 +1356,7 @@ static void flush_chunk(importer *im)
 {
     int64_t now = time_now_ms();
     check_existing(im, im->rows, im->n);
+    test_pause();
     write_rows(im, im->rows, im->n, now);
     send_rows(im, im->rows, im->n);
     for (size_t i = 0; i < im->n; i++) {
@@ -1294,6 +1370,8 @@ static void flush_chunk(importer *im)
         if (row->status == 2) im->existed++;
         if (im->print_ids && row->status > 0) printf("%ld\t%s\n", row->line, row->r.id);
         sched_rec_free(&row->r);
+        free(row->past);
+        row->past = NULL;
     }
     im->n = 0;
     if (store_counts_pending(im->counts) && store_counts_flush(im->s, im->counts) != STORE_OK)

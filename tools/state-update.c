@@ -19,12 +19,18 @@
  *                   stands and the redelivery publishes).
  *   dead            sqs-drain read it from the dead-letter queue ("rh" = its
  *                   receipt handle): store_fail (ENQUEUED -> FAILED with the
- *                   last publish error), counters, event schedule.failed;
+ *                   last publish error, only when the message is the
+ *                   current copy: its "lease" is the record's, or its "mid"
+ *                   the record's pub_msg), counters, event schedule.failed;
  *                   then the DLQ message is deleted: only once the write
  *                   succeeded or the record showed it is already elsewhere
- *                   (deleting one sqs-drain already deleted is harmless).
+ *                   or that the message is a stale copy left by a re-claim
+ *                   (result "unchanged"; deleting one sqs-drain already
+ *                   deleted is harmless).
  * "attempts" (sns-publish) or "rc" (SQS receive count) go into the events.
- *   invalid         store_invalid (NEW/ENQUEUED -> INVALID), counters, event.
+ *   invalid         store_invalid (NEW/ENQUEUED -> INVALID), counters (from
+ *                   the state the write found, or NEW for a first claim
+ *                   sqs-push refused: "from" is "NEW"), event.
  * Every write is conditional: a replayed report fails the condition and
  * changes nothing ("unchanged"). pushed/published write nothing, so their
  * replays are recognised in memory (the last 20,000-40,000 reports, keyed
@@ -357,7 +363,12 @@ static outcome on_invalid(updater *u, const peek_t *pk)
     const char *error = pk->error ? pk->error : "invalid";
     int rc = store_invalid(u->s, pk->id, error, &old);
     if (rc == STORE_OK) {
-        store_counts_move(u->counts, old.state, SCHED_INVALID, old.topic);
+        /* The counters move from the state the record was counted in: the
+         * write's old image, except for a first claim (from NEW) that
+         * sqs-push refused: the claim is counted on "pushed" only, so the
+         * counters still have it NEW (as on push_failed). */
+        int from = old.state == SCHED_ENQUEUED && !strcmp(pk->from, "NEW") ? SCHED_NEW : old.state;
+        store_counts_move(u->counts, from, SCHED_INVALID, old.topic);
         event(u, "schedule.invalid", &old, SCHED_INVALID, error);
     }
     outcome o = written(u, rc, old.state, SCHED_INVALID, error);
@@ -411,7 +422,11 @@ static outcome on_dead(updater *u, const peek_t *pk, const sched_wire *w)
          * SNS may never have had it. Keep the only trace for an operator. */
         o = mk("failed", -1, -1, "dead-lettered after its publish commit: kept in the dead-letter queue");
     } else if (rc == STORE_LOST || rc == STORE_NOTFOUND) {
-        dlq_delete(u, w);   /* final already, or a stale copy: nothing to keep */
+        /* A stale copy (the schedule was claimed again or retried since it
+         * was sent; store_fail) or final already: nothing to keep. */
+        if (rc == STORE_LOST && old.state == SCHED_ENQUEUED)
+            o = mk("unchanged", -1, -1, "stale copy: the schedule was claimed again since this message was sent");
+        dlq_delete(u, w);
     }
     free(error);
     sched_rec_free(&old);

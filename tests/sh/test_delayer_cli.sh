@@ -151,6 +151,38 @@ test_schedule_idempotent_id() {
   assertEquals "$id2" "$(json_field "$(D get "$id2")" id)"
 }
 
+# An identical re-submission of an explicit id is idempotent even after its
+# due time has passed by more than the grace (the schedule exists, maybe
+# published long ago): it returns the existing record. Anything else due
+# that far in the past is still refused (schedule and import alike).
+test_late_identical_resubmission_returns_the_existing_schedule() {
+  local at out first
+  export DELAYER_GRACE=1s
+  at=$(($(date +%s) + 2))
+  run D schedule --at "$at" --topic orders --payload late --attr k=v --id late-1 --json
+  assertEquals "created" 0 "$RC"
+  first=$OUT
+  while [ "$(date +%s)" -le $((at + 2)) ]; do sleep 0.2; done   # due + grace has passed
+  run D schedule --at "$at" --topic orders --payload late --attr k=v --id late-1
+  assertEquals "identical, late: exit 0 ($ERR)" 0 "$RC"
+  assertEquals late-1 "$OUT"
+  run D schedule --at "$at" --topic "$ARN" --payload late --attr k=v --id late-1 --json
+  assertEquals 0 "$RC"
+  assertEquals "the existing record" "$(json_field "$first" created)" "$(json_field "$OUT" created)"
+  assert_refused 1 at D schedule --at "$at" --topic orders --payload other --attr k=v --id late-1
+  assert_refused 1 at D schedule --at "$at" --topic orders --payload late --id late-never-made
+  assert_refused 1 at D schedule --at "$at" --topic orders --payload late --attr k=v
+  # import: the identical row existed; another one is a bad line.
+  out=$(printf '%s\n' "{\"id\":\"late-1\",\"at\":$at,\"topic\":\"orders\",\"payload\":\"late\",\"attrs\":{\"k\":\"v\"}}" \
+    "{\"id\":\"late-2\",\"at\":$at,\"topic\":\"orders\",\"payload\":\"late\"}" | D import 2>"$TMPD/late.err")
+  assertEquals "import exit: one bad line" 1 $?
+  assertContains "$out" "imported 0 (0 fast-tracked), 1 existed, 1 failed"
+  assertContains "$(cat "$TMPD/late.err")" "line 2: at:"
+  assertContains "$(cat "$TMPD/late.err")" "in the past"
+  assertEquals "late-2 was not written" "{}" "$(HOOK item late-2 2>/dev/null)"
+  unset DELAYER_GRACE
+}
+
 test_list_and_cursor() {
   local ids=() i out c page2 all
   for i in 1 2 3; do ids+=("$(D schedule --in 3h --topic other --payload "l$i" --id "list-$i")"); done

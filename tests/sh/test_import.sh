@@ -155,4 +155,29 @@ test_duplicates_within_one_input() {
   assertEquals a "$(json_field "$(D get dup-2 --payload)" payload)"
 }
 
+# A record created by another writer after import looked its ids up
+# (BatchGetItem) and before it wrote them is never overwritten (it may have
+# run and been published already): the write is conditional. The hook
+# DELAYER_TEST_IMPORT_PAUSE holds the import in exactly that gap.
+test_import_never_overwrites_a_record_written_meanwhile() {
+  local at pid rc
+  at=$(date -u -d @$(( $(date +%s) + 86400 )) +%Y-%m-%dT%H:%M:%SZ)
+  printf '%s\n' '{"id":"race-1","at":"'"$at"'","topic":"orders","payload":"from import"}' \
+                '{"id":"race-2","at":"'"$at"'","topic":"orders","payload":"same"}' \
+                '{"id":"race-3","at":"'"$at"'","topic":"orders","payload":"only here"}' >"$TMPD/race.ndjson"
+  DELAYER_TEST_IMPORT_PAUSE=$TMPD/go D import <"$TMPD/race.ndjson" >"$TMPD/race.out" 2>"$TMPD/race.err" &
+  pid=$!
+  wait_until 30 [ -e "$TMPD/go.wait" ] || fail "import did not reach the pause"
+  D schedule --id race-1 --at "$at" --topic orders --payload "another writer" >/dev/null || fail "race-1"
+  D schedule --id race-2 --at "$at" --topic orders --payload same >/dev/null || fail "race-2"
+  touch "$TMPD/go"
+  wait "$pid"
+  rc=$?
+  assertEquals "exit 1: one line refused" 1 "$rc"
+  assertContains "$(cat "$TMPD/race.out")" "imported 1 (0 fast-tracked), 1 existed, 1 failed"
+  assertContains "$(cat "$TMPD/race.err")" "line 1: id: already used by a schedule with different content"
+  assertEquals "the other writer's record is intact" "another writer" "$(json_field "$(D get race-1 --payload)" payload)"
+  assertEquals "only here" "$(json_field "$(D get race-3 --payload)" payload)"
+}
+
 . /usr/share/shunit2/shunit2

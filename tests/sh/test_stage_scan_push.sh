@@ -385,4 +385,47 @@ test_stop_while_holding_puts_the_claim_back() {
   assertEquals "no lease" "" "$(attr k1 lease)"
 }
 
+# A poison row (written by another tool with an attribute of the wrong
+# type: every claim is refused with a ValidationException) used to park the
+# main pass on it for ever, with a warning every tick, and nothing else in
+# its shard was claimed. Now it is struck a few times, then set aside
+# INVALID with the reason, and the shard goes on; no endless warnings.
+test_poison_row_is_set_aside_and_the_shard_goes_on() {
+  DELAYER_SHARDS=1 fresh   # one shard: the poison rows and the good ones share it
+  local d=$WORK/poison scan_pid warns
+  mkdir -m 700 -p "$d"
+  sched bad-claims 6s
+  sched bad-hist 6s
+  sched g1 6500ms
+  sched g2 7s
+  ddb() { aws --endpoint-url "$AWS_ENDPOINT_URL_DYNAMODB" dynamodb "$@"; }
+  ddb update-item --table-name "$PFX-schedules" --key '{"id":{"S":"bad-claims"}}' \
+    --update-expression 'SET claims = :c' --expression-attribute-values '{":c":{"S":"three"}}' || fail "aws update-item"
+  ddb update-item --table-name "$PFX-schedules" --key '{"id":{"S":"bad-hist"}}' \
+    --update-expression 'SET hist = :h' --expression-attribute-values '{":h":{"S":"not a list"}}' || fail "aws update-item"
+  "$BIN/ddb-scan-due" --prefix "$PFX" --tick 200ms --out - >"$d/out" 2>"$d/scan.log" &
+  scan_pid=$!
+  wait_until 20 [ "$(attr g2 state)" = ENQUEUED ]
+  assertEquals "g1 claimed past the poison rows" ENQUEUED "$(attr g1 state)"
+  assertEquals "g2 claimed past the poison rows" ENQUEUED "$(attr g2 state)"
+  assertEquals "both sent downstream" "g1 g2" "$(reports <"$d/out" | awk '{print $1}' | sort -u | xargs)"
+  assertEquals "bad-claims set aside" INVALID "$(attr bad-claims state)"
+  assertContains "its reason names the problem" "$(attr bad-claims last_error)" "attribute 'claims' is not a number"
+  assertEquals "bad-hist set aside (without a hist entry)" INVALID "$(attr bad-hist state)"
+  assertContains "$(attr bad-hist last_error)" "PoisonRow"
+  assertEquals "out of the due index" "" "$(attr bad-claims due_pk)"
+  assertEquals "counted" 2 "$(D stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["states"]["INVALID"])')"
+  assertEquals "one line per row set aside" 2 "$(grep -c 'poison row set aside' "$d/scan.log")"
+  warns=$(grep -c 'level=warn' "$d/scan.log")
+  assertTrue "a bounded number of warnings ($warns)" "[ $warns -le 6 ]"
+  # Later ticks: no more warnings (a new schedule is claimed meanwhile).
+  sched g3 6s
+  wait_until 20 [ "$(attr g3 state)" = ENQUEUED ]
+  assertEquals "g3 claimed" ENQUEUED "$(attr g3 state)"
+  assertEquals "no new warnings" "$warns" "$(grep -c 'level=warn' "$d/scan.log")"
+  kill -TERM "$scan_pid"
+  wait_exit "$scan_pid" 5 || fail "ddb-scan-due did not stop"
+  assertEquals "exit 0" 0 "$WAIT_RC"
+}
+
 . /usr/share/shunit2/shunit2

@@ -183,6 +183,75 @@ test_dead_marks_failed_and_deletes_the_dlq_message() {
   assertEquals "KMS.Disabled: key disabled" "$(attr d2 last_error)"
 }
 
+# dlq_put ID [KEY=VALUE]...: puts the record's wire body (as the table has
+# it, with the overrides) into the dead-letter queue and receives it: sets
+# DLQ_MID and DLQ_RH (visibility 1 s).
+dlq_put() {
+  local dlq msg
+  dlq=$(queue_url "$PFX-dead")
+  "$BIN/aws-call" sqs SendMessage "$(python3 -c 'import json,sys; print(json.dumps({"QueueUrl": sys.argv[1], "MessageBody": sys.argv[2]}))' \
+    "$dlq" "$(rep "$@" | python3 -c 'import json,sys; r=json.load(sys.stdin); del r["report"]; print(json.dumps(r))')")" >/dev/null
+  msg=$("$BIN/aws-call" sqs ReceiveMessage "{\"QueueUrl\":\"$dlq\",\"WaitTimeSeconds\":2,\"VisibilityTimeout\":1}")
+  DLQ_MID=$(printf '%s' "$msg" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Messages"][0]["MessageId"])')
+  DLQ_RH=$(printf '%s' "$msg" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Messages"][0]["ReceiptHandle"])')
+}
+
+# dlq_left: messages in the dead-letter queue, visible or not.
+dlq_left() {
+  "$BIN/aws-call" sqs GetQueueAttributes \
+    "{\"QueueUrl\":\"$(queue_url "$PFX-dead")\",\"AttributeNames\":[\"ApproximateNumberOfMessages\",\"ApproximateNumberOfMessagesNotVisible\"]}" |
+    python3 -c 'import json,sys; a=json.load(sys.stdin)["Attributes"]; print(int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"]))'
+}
+
+# A copy sent before a re-claim (its lease lapsed, the scanner claimed the
+# schedule again and sent a new copy) that then went to the dead-letter
+# queue must not end the live schedule FAILED: the DLQ message is deleted,
+# the report is "unchanged" (stale). The current copy still fails it, also
+# after an unpublish moved the lease on (matched by its MessageId).
+test_dead_stale_copy_after_a_reclaim_changes_nothing() {
+  local l1 l2 before out
+  sched sc1
+  l1=$(($(now_ms) - 1000))      # a claim whose lease has run out
+  HOOK claim sc1 $l1 >/dev/null
+  dlq_put sc1 x                 # the old copy, lease l1
+  l2=$(($(now_ms) + 60000))
+  HOOK reclaim sc1 $l1 $l2 >/dev/null
+  before=$(counts)
+  out=$(rep sc1 dead "mid=$DLQ_MID" "rh=$DLQ_RH" rc=5 lease=$l1 | upd)
+  assertEquals "sc1 dead unchanged" "$(printf '%s\n' "$out" | results)"
+  assertContains "reported as stale" "$out" "stale copy"
+  assertEquals "the live schedule stays ENQUEUED" ENQUEUED "$(attr sc1 state)"
+  assertEquals "its lease is the re-claim's" $l2 "$(attr sc1 lease)"
+  assertEquals "no counter moves" "$before" "$(counts)"
+  wait_until 5 [ "$(dlq_left)" = 0 ]
+  assertEquals "the stale DLQ message was deleted" 0 "$(dlq_left)"
+  # The current copy (lease l2) fails it.
+  dlq_put sc1 x
+  out=$(rep sc1 dead "mid=$DLQ_MID" "rh=$DLQ_RH" rc=5 | upd)
+  assertEquals "sc1 dead applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals FAILED "$(attr sc1 state)"
+  # Committed by a delivery, refused by SNS, put back with another lease:
+  # the dead copy is that delivery (same MessageId in the DLQ).
+  sched sc2
+  HOOK claim sc2 $l2 >/dev/null
+  dlq_put sc2 x
+  HOOK commit sc2 "$DLQ_MID" >/dev/null
+  HOOK unpublish sc2 "$DLQ_MID" "NotFound: Topic does not exist" $((l2 + 5000)) >/dev/null
+  out=$(rep sc2 dead "mid=$DLQ_MID" "rh=$DLQ_RH" rc=5 lease=$l2 | upd)
+  assertEquals "sc2 dead applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals FAILED "$(attr sc2 state)"
+  # A re-claim after such an unpublish: the committed copy is stale too.
+  sched sc3
+  HOOK claim sc3 $l1 >/dev/null
+  dlq_put sc3 x
+  HOOK commit sc3 "$DLQ_MID" >/dev/null
+  HOOK unpublish sc3 "$DLQ_MID" "Throttled: slow down" $((l1 + 1)) >/dev/null
+  HOOK reclaim sc3 $((l1 + 1)) $l2 >/dev/null
+  out=$(rep sc3 dead "mid=$DLQ_MID" "rh=$DLQ_RH" rc=5 lease=$l1 | upd)
+  assertEquals "sc3 dead unchanged" "$(printf '%s\n' "$out" | results)"
+  assertEquals ENQUEUED "$(attr sc3 state)"
+}
+
 test_invalid_marks_invalid() {
   local before out
   sched i1
@@ -193,6 +262,28 @@ test_invalid_marks_invalid() {
   assertEquals INVALID "$(attr i1 state)"
   assertEquals "payload: not valid UTF-8" "$(attr i1 last_error)"
   assertEquals "NEW -> INVALID" "$(add "$before" "-1 0 0 0 1")" "$(counts)"
+}
+
+# sqs-push refused a first claim's content (SQS InvalidMessageContents):
+# its "invalid" report carries "from":"NEW". The claim was never counted
+# (pushed counts it), so the counters move NEW -> INVALID, not ENQUEUED ->
+# INVALID (which left NEW +1 and ENQUEUED -1 for ever). A re-claim's
+# (from ENQUEUED, counted) moves ENQUEUED -> INVALID.
+test_invalid_after_a_first_claim_moves_the_counters_from_new() {
+  local before lease out
+  sched i2
+  sched i3
+  lease=$(($(now_ms) + 60000))
+  HOOK claim i2 $lease >/dev/null
+  HOOK claim i3 $lease >/dev/null
+  rep i3 pushed from=NEW mid=m-i3 | upd >/dev/null
+  before=$(counts)
+  out=$({ rep i2 invalid from=NEW "error=InvalidMessageContents: invalid characters";
+          rep i3 invalid from=ENQUEUED "error=InvalidMessageContents: invalid characters"; } | upd)
+  assertEquals "i2 invalid applied
+i3 invalid applied" "$(printf '%s\n' "$out" | results)"
+  assertEquals INVALID "$(attr i2 state)"
+  assertEquals "i2: NEW -> INVALID, i3: ENQUEUED -> INVALID" "$(add "$before" "-1 -1 0 0 2")" "$(counts)"
 }
 
 test_replayed_reports_change_nothing() {
