@@ -300,7 +300,7 @@ static int check_attrs(sched_rec *r, int strict, char *err, size_t errlen)
 {
     if (strict && r->nattrs > SCHED_USER_ATTRS_MAX) {
         snprintf(err, errlen,
-                 "attrs: %zu attributes, at most %d allowed (SNS delivers at most %d message attributes and "
+                 "attr: %zu attributes, at most %d allowed (SNS delivers at most %d message attributes and "
                  "delayer adds its own %d: delayer.id, delayer.due, delayer.attempt)",
                  r->nattrs, SCHED_USER_ATTRS_MAX, SCHED_ATTRS_MAX, SCHED_OWN_ATTRS);
         return -1;
@@ -358,7 +358,7 @@ static int check_message(sched_rec *r, int strict, char *err, size_t errlen)
     sched_sns_attrs_build(r, strict ? SCHED_ATTEMPT_MAX : r->attempts + 1, &a);
     size_t attrs = sched_sns_size(r, &a) - r->psize;
     if (attrs >= SCHED_MSG_MAX) {
-        snprintf(err, errlen, "attrs: %zu bytes of message attributes, over SNS's limit of %d for the whole message",
+        snprintf(err, errlen, "attr: %zu bytes of message attributes, over SNS's limit of %d for the whole message",
                  attrs, SCHED_MSG_MAX);
         return -1;
     }

@@ -169,13 +169,13 @@ test_cli_refuses_the_old_documented_limit() {
 test_attribute_count_and_names_refused() {
   local a=() i
   for i in 1 2 3 4 5 6 7 8; do a+=(--attr "k$i=v$i"); done
-  assert_refused 1 attrs D schedule --in 2h --topic t --payload x "${a[@]}"
+  assert_refused 1 attr D schedule --in 2h --topic t --payload x "${a[@]}"
   assertContains "the limit named" "$ERR" "8 attributes, at most 7 allowed"
   assert_refused 1 attr D schedule --in 2h --topic t --payload x --attr delayer.id=forged
   assertContains "the prefix named" "$ERR" "reserved for delayer's own attributes"
   python3 -c 'import json; print(json.dumps({"in": 7200, "topic": "t", "payload": "x", "attrs": {"k%d" % i: "v" for i in range(8)}}))' |
     D import >/dev/null 2>"$TDIR/imp.err"
-  assertEquals "import: 8 attributes refused" 1 "$(grep -c '^line 1: attrs: 8 attributes, at most 7' "$TDIR/imp.err")"
+  assertEquals "import: 8 attributes refused" 1 "$(grep -c '^line 1: attr: 8 attributes, at most 7' "$TDIR/imp.err")"
 }
 
 # The largest schedules accepted arrive whole: 7 attributes of its own plus

@@ -153,7 +153,7 @@ static void test_sns_size_largest_schedule(void)
     id[SCHED_ID_MAX] = 0;
     r.id = xstrdup(id);
     for (int i = 2; i < SCHED_USER_ATTRS_MAX; i++) {
-        char nm[8];
+        char nm[16];
         snprintf(nm, sizeof nm, "a%d", i);
         sched_attr_add(&r, nm, "v");
     }
@@ -191,7 +191,7 @@ static void test_sns_size_largest_schedule(void)
     huge[SCHED_MSG_MAX] = 0;
     free(r.attrs[0].value);
     r.attrs[0].value = huge;
-    CHECK(refused(&r, "attrs: "));
+    CHECK(refused(&r, "attr: 262822 bytes of message attributes, over"));
     free(big);
     sched_rec_free(&r);
 }
@@ -208,7 +208,7 @@ static void test_sns_attrs_old_record(void)
     make(&r, "old-1");
     sched_attr_add(&r, "delayer.id", "forged");
     for (int i = 0; i < 8; i++) {
-        char nm[8];
+        char nm[16];
         snprintf(nm, sizeof nm, "k%d", i);
         sched_attr_add(&r, nm, "v");
     }
@@ -262,7 +262,7 @@ static void test_refused_attrs(void)
     }
     CHECK_INT(sched_validate(&r, NOW, &LIM, err, sizeof err), 0);
     sched_attr_add(&r, "k5", "v");
-    CHECK(refused(&r, "attrs: 8 attributes, at most 7 allowed"));
+    CHECK(refused(&r, "attr: 8 attributes, at most 7 allowed"));
     sched_rec_free(&r);
     /* delayer's own names are reserved, in any case */
     const char *ours[] = {"delayer.id", "delayer.due", "delayer.attempt", "delayer.x", "Delayer.Id"};
