@@ -278,13 +278,31 @@ void sched_sns_attrs_build(const sched_rec *r, int64_t attempt, sched_sns_attrs 
     a->n = 0;
     a->dropped = 0;
     for (int k = 0; k < SCHED_OWN_ATTRS; k++) a->kv[a->n++] = (sched_kv){own_attrs[k], val[k]};
+    /* The record's in name order (a record read from the table comes in
+     * DynamoDB's map order): the same ones are kept at every attempt. Each
+     * round takes the smallest name after the previous one (names are
+     * unique in the map), SCHED_USER_ATTRS_MAX rounds at most. */
+    const char *prev = NULL;
+    size_t theirs = 0;
     for (size_t i = 0; i < r->nattrs; i++) {
         int mine = 0;
         for (int k = 0; k < SCHED_OWN_ATTRS; k++) mine |= strcmp(r->attrs[i].name, own_attrs[k]) == 0;
-        if (mine) continue;
-        if (a->n < SCHED_ATTRS_MAX) a->kv[a->n++] = (sched_kv){r->attrs[i].name, r->attrs[i].value};
-        else a->dropped++;
+        theirs += !mine;
     }
+    while (a->n < SCHED_ATTRS_MAX) {
+        const sched_attr *best = NULL;
+        for (size_t i = 0; i < r->nattrs; i++) {
+            const sched_attr *c = &r->attrs[i];
+            int mine = 0;
+            for (int k = 0; k < SCHED_OWN_ATTRS; k++) mine |= strcmp(c->name, own_attrs[k]) == 0;
+            if (mine || (prev && strcmp(c->name, prev) <= 0)) continue;
+            if (!best || strcmp(c->name, best->name) < 0) best = c;
+        }
+        if (!best) break;
+        a->kv[a->n++] = (sched_kv){best->name, best->value};
+        prev = best->name;
+    }
+    a->dropped = theirs - (a->n - SCHED_OWN_ATTRS);
 }
 
 size_t sched_sns_size(const sched_rec *r, const sched_sns_attrs *a)

@@ -112,8 +112,8 @@ int sched_validate(sched_rec *r, int64_t now_ms, const sched_limits *lim, char *
 /* The message attributes sns-publish sends with a schedule, built by one
  * function for both the publisher and the size check (so the two cannot
  * count differently): delayer's own first (delayer.id, delayer.due as RFC
- * 3339 ms, delayer.attempt in decimal), then the record's attributes in its
- * order, at most SCHED_USER_ATTRS_MAX of them: a record older than that
+ * 3339 ms, delayer.attempt in decimal), then the record's attributes in
+ * name order, at most SCHED_USER_ATTRS_MAX of them: a record older than that
  * limit loses its excess attributes (counted in dropped), never delayer's.
  * A record attribute named like one of delayer's own is left out (ours
  * replace it). id NULL (a record not created yet) stands for a generated

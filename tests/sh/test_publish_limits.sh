@@ -212,6 +212,49 @@ EOF
   assertEquals "max-both PUBLISHED" PUBLISHED "$(json_field "$(D get max-both)" state)"
 }
 
+# A record created under the old limits (10 attributes of its own, written
+# here straight into the table with its content hash, and its SQS message):
+# sns-publish sends delayer.id, delayer.due, delayer.attempt and 7 of the
+# record's, leaving out the excess with a warning, never delayer's own.
+test_old_record_with_too_many_attributes_keeps_delayer_id() {
+  D schedule --id legacy --in 3s --topic t --payload "old record" >/dev/null || fail "schedule legacy"
+  "$BIN/aws-call" dynamodb GetItem "{\"TableName\":\"$PFX-schedules\",\"Key\":{\"id\":{\"S\":\"legacy\"}},\"ConsistentRead\":true}" |
+    python3 -c '
+import hashlib, json, struct, sys
+table, url = sys.argv[1], sys.argv[2]
+it = json.load(sys.stdin)["Item"]
+attrs = {"k%02d" % i: "v%d" % i for i in range(1, 11)}
+# the content hash, as docs/schema.md "Writing schedules from another service" gives it
+h = hashlib.sha256()
+for f in [b"delayer-chash-v1", it["due"]["N"].encode(), it["topic"]["S"].encode(), it["payload"]["S"].encode(),
+          str(len(attrs)).encode()] + [x for k in sorted(attrs) for x in (k.encode(), attrs[k].encode())]:
+    h.update(struct.pack(">Q", len(f)) + f)
+chash = h.hexdigest()
+upd = {"TableName": table, "Key": {"id": {"S": "legacy"}}, "UpdateExpression": "SET attrs = :a, chash = :c",
+       "ExpressionAttributeValues": {":a": {"M": {k: {"S": v} for k, v in attrs.items()}}, ":c": {"S": chash}}}
+body = {"id": "legacy", "due": int(it["due"]["N"]), "topic": it["topic"]["S"], "payload": it["payload"]["S"],
+        "attrs": attrs, "chash": chash, "lease": int(it.get("lease", {"N": "0"})["N"])}
+print(json.dumps(upd))
+print(json.dumps({"QueueUrl": url, "MessageBody": json.dumps(body), "DelaySeconds": 0}))' "$PFX-schedules" "$DELAY_URL" >"$TDIR/legacy.json"
+  sed -n 1p "$TDIR/legacy.json" | "$BIN/aws-call" dynamodb UpdateItem - >/dev/null || fail "update legacy"
+  sed -n 2p "$TDIR/legacy.json" | sqs SendMessage - >/dev/null || fail "send legacy"
+  start_publish
+  start_drain
+  wait_for 20 delivered_at_least 1 || fail "legacy not delivered"
+  local m
+  m=$(delivered_of legacy)
+  assertNotNull "delivered with delayer.id" "$m"
+  python3 -c '
+import json, sys
+a = json.loads(sys.argv[1])["attrs"]
+assert len(a) == 10, len(a)
+assert a["delayer.id"] == "legacy" and a["delayer.attempt"] == "1" and a["delayer.due"].endswith("Z")
+assert sorted(k for k in a if not k.startswith("delayer.")) == ["k%02d" % i for i in range(1, 8)]' "$m" ||
+    fail "attributes delivered: $m"
+  grep -q 'level=warn.*msg="too many user attributes.*id=legacy dropped=3' "$TDIR/publish.log" || fail "no warning logged"
+  assertEquals "PUBLISHED" PUBLISHED "$(json_field "$(D get legacy)" state)"
+}
+
 # A DeleteMessageBatch entry answered Failed (InternalError, SenderFault
 # false) after the publish: sns-publish tries it again with the same
 # receipt handle, so the message does not come back and is published once.
