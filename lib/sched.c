@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 
 #include "ddbval.h"
+#include "sns.h"
 #include "timeutil.h"
 
 static const char *const state_names[SCHED_NSTATES] = {
@@ -256,12 +257,70 @@ static int attr_cmp(const void *a, const void *b)
     return strcmp(((const sched_attr *)a)->name, ((const sched_attr *)b)->name);
 }
 
-/* Attributes: valid names, non-empty UTF-8 values, no duplicates, at most
- * SCHED_ATTRS_MAX. Adds their SNS size (name + "String" + value) to *size. */
-static int check_attrs(sched_rec *r, size_t *size, char *err, size_t errlen)
+/* ------------------------------------------------- SNS message attributes */
+
+static const char *const own_attrs[SCHED_OWN_ATTRS] = {"delayer.id", "delayer.due", "delayer.attempt"};
+
+_Static_assert(SCHED_MSG_MAX == SNS_MSG_MAX, "one message size limit");
+
+size_t sched_sns_attr_size(const char *name, const char *value)
 {
-    if (r->nattrs > SCHED_ATTRS_MAX) {
-        snprintf(err, errlen, "attr: %zu attributes, at most %d allowed", r->nattrs, SCHED_ATTRS_MAX);
+    return strlen(name) + strlen(SNS_ATTR_TYPE) + strlen(value);
+}
+
+void sched_sns_attrs_build(const sched_rec *r, int64_t attempt, sched_sns_attrs *a)
+{
+    memset(a->id, '0', SCHED_ULID_LEN);
+    a->id[SCHED_ULID_LEN] = '\0';
+    time_fmt(r->due, a->due);
+    snprintf(a->attempt, sizeof a->attempt, "%" PRId64, attempt);
+    const char *val[SCHED_OWN_ATTRS] = {r->id ? r->id : a->id, a->due, a->attempt};
+    a->n = 0;
+    a->dropped = 0;
+    for (int k = 0; k < SCHED_OWN_ATTRS; k++) a->kv[a->n++] = (sched_kv){own_attrs[k], val[k]};
+    /* The record's in name order (a record read from the table comes in
+     * DynamoDB's map order): the same ones are kept at every attempt. Each
+     * round takes the smallest name after the previous one (names are
+     * unique in the map), SCHED_USER_ATTRS_MAX rounds at most. */
+    const char *prev = NULL;
+    size_t theirs = 0;
+    for (size_t i = 0; i < r->nattrs; i++) {
+        int mine = 0;
+        for (int k = 0; k < SCHED_OWN_ATTRS; k++) mine |= strcmp(r->attrs[i].name, own_attrs[k]) == 0;
+        theirs += !mine;
+    }
+    while (a->n < SCHED_ATTRS_MAX) {
+        const sched_attr *best = NULL;
+        for (size_t i = 0; i < r->nattrs; i++) {
+            const sched_attr *c = &r->attrs[i];
+            int mine = 0;
+            for (int k = 0; k < SCHED_OWN_ATTRS; k++) mine |= strcmp(c->name, own_attrs[k]) == 0;
+            if (mine || (prev && strcmp(c->name, prev) <= 0)) continue;
+            if (!best || strcmp(c->name, best->name) < 0) best = c;
+        }
+        if (!best) break;
+        a->kv[a->n++] = (sched_kv){best->name, best->value};
+        prev = best->name;
+    }
+    a->dropped = theirs - (a->n - SCHED_OWN_ATTRS);
+}
+
+size_t sched_sns_size(const sched_rec *r, const sched_sns_attrs *a)
+{
+    size_t n = r->psize;
+    for (size_t i = 0; i < a->n; i++) n += sched_sns_attr_size(a->kv[i].name, a->kv[i].value);
+    return n;
+}
+
+/* Attributes: valid names, non-empty UTF-8 values, no duplicates; when
+ * creating (strict), at most SCHED_USER_ATTRS_MAX and none "delayer.*". */
+static int check_attrs(sched_rec *r, int strict, char *err, size_t errlen)
+{
+    if (strict && r->nattrs > SCHED_USER_ATTRS_MAX) {
+        snprintf(err, errlen,
+                 "attr: %zu attributes, at most %d allowed (SNS delivers at most %d message attributes and "
+                 "delayer adds its own %d: delayer.id, delayer.due, delayer.attempt)",
+                 r->nattrs, SCHED_USER_ATTRS_MAX, SCHED_ATTRS_MAX, SCHED_OWN_ATTRS);
         return -1;
     }
     if (r->nattrs > 1) qsort(r->attrs, r->nattrs, sizeof *r->attrs, attr_cmp);
@@ -270,6 +329,13 @@ static int check_attrs(sched_rec *r, size_t *size, char *err, size_t errlen)
         char q[80];
         sched_quote(q, sizeof q, a->name, 60);
         if (sched_check_attr_name(a->name, err, errlen) < 0) return -1;
+        /* Case-insensitive like SNS's own AWS./Amazon. rule: "Delayer.id"
+         * next to delayer.id would only confuse a consumer. */
+        if (strict && !strncasecmp(a->name, SCHED_ATTR_PREFIX, strlen(SCHED_ATTR_PREFIX))) {
+            snprintf(err, errlen, "attr: \"%s\": names starting with %s are reserved for delayer's own attributes", q,
+                     SCHED_ATTR_PREFIX);
+            return -1;
+        }
         if (i > 0 && !strcmp(a->name, r->attrs[i - 1].name)) {
             snprintf(err, errlen, "attr: \"%s\" given twice", q);
             return -1;
@@ -283,12 +349,15 @@ static int check_attrs(sched_rec *r, size_t *size, char *err, size_t errlen)
             snprintf(err, errlen, "attr: \"%s\": value is not valid UTF-8", q);
             return -1;
         }
-        *size += strlen(a->name) + 6 + vn;
     }
     return 0;
 }
 
-int sched_check_message(sched_rec *r, char *err, size_t errlen)
+/* SNS's limit counts the body and every attribute sent: delayer's own
+ * included, with delayer.attempt at its largest when creating (the record
+ * must stay publishable however many attempts it takes), at the record's
+ * next attempt (its attempts + 1) otherwise. */
+static int check_message(sched_rec *r, int strict, char *err, size_t errlen)
 {
     if (!r->payload || r->psize == 0) {
         snprintf(err, errlen, "payload: empty (SNS refuses empty messages)");
@@ -302,13 +371,33 @@ int sched_check_message(sched_rec *r, char *err, size_t errlen)
         snprintf(err, errlen, "payload: not valid UTF-8");
         return -1;
     }
-    size_t size = r->psize;
-    if (check_attrs(r, &size, err, errlen) < 0) return -1;
-    if (size > SCHED_MSG_MAX) {
-        snprintf(err, errlen, "payload: %zu bytes with attributes, over SNS's limit of %d", size, SCHED_MSG_MAX);
+    if (check_attrs(r, strict, err, errlen) < 0) return -1;
+    sched_sns_attrs a;
+    sched_sns_attrs_build(r, strict ? SCHED_ATTEMPT_MAX : r->attempts + 1, &a);
+    size_t attrs = sched_sns_size(r, &a) - r->psize;
+    if (attrs >= SCHED_MSG_MAX) {
+        snprintf(err, errlen, "attr: %zu bytes of message attributes, over SNS's limit of %d for the whole message",
+                 attrs, SCHED_MSG_MAX);
+        return -1;
+    }
+    if (r->psize > SCHED_MSG_MAX - attrs) {
+        snprintf(err, errlen,
+                 "payload: %zu bytes, at most %zu allowed here (SNS's limit of %d bytes counts the message "
+                 "attributes too: %zu bytes with delayer's own)",
+                 r->psize, SCHED_MSG_MAX - attrs, SCHED_MSG_MAX, attrs);
         return -1;
     }
     return 0;
+}
+
+int sched_check_message(sched_rec *r, char *err, size_t errlen)
+{
+    return check_message(r, 1, err, errlen);
+}
+
+int sched_check_stored(sched_rec *r, char *err, size_t errlen)
+{
+    return check_message(r, 0, err, errlen);
 }
 
 int sched_validate(sched_rec *r, int64_t now_ms, const sched_limits *lim, char *err, size_t errlen)

@@ -21,6 +21,13 @@ enum sched_state {
 #define SCHED_ID_MAX        512       /* bytes */
 #define SCHED_MSG_MAX       262144    /* SNS: body + attribute names, types, values */
 #define SCHED_ATTRS_MAX     10        /* SNS -> SQS raw delivery keeps at most 10 */
+/* delayer's own message attributes, sent first with every message:
+ * delayer.id (consumers de-duplicate on it), delayer.due, delayer.attempt.
+ * They always fit: a schedule may carry at most SCHED_USER_ATTRS_MAX
+ * attributes of its own, none named "delayer.*". */
+#define SCHED_OWN_ATTRS      3
+#define SCHED_USER_ATTRS_MAX (SCHED_ATTRS_MAX - SCHED_OWN_ATTRS)
+#define SCHED_ATTR_PREFIX    "delayer."
 #define SCHED_ATTR_NAME_MAX 256
 #define SCHED_WINDOW_MAX    900000    /* SQS DelaySeconds limit, ms */
 /* DelaySeconds = floor((due - now - SCHED_DELAY_MARGIN_MS) / 1 s): the
@@ -89,11 +96,44 @@ int sched_check_due(int64_t due, int64_t now_ms, const sched_limits *lim, const 
                     char *err, size_t errlen);
 int sched_check_topic_arn(const char *arn, char *err, size_t errlen);
 int sched_check_attr_name(const char *name, char *err, size_t errlen);
-/* Payload and attributes together (UTF-8, no NUL, not empty, SNS size),
- * sorts attrs by name and refuses duplicates. */
+/* Payload and attributes together, for a schedule being created: UTF-8,
+ * no NUL, not empty; at most SCHED_USER_ATTRS_MAX attributes, none named
+ * "delayer.*"; SNS's size limit counted over exactly what sns-publish sends
+ * (sched_sns_attrs_build, with delayer.attempt at its largest). Sorts attrs
+ * by name and refuses duplicates. */
 int sched_check_message(sched_rec *r, char *err, size_t errlen);
+/* The same for a record created earlier (e.g. under older limits), on its
+ * way to SNS: what SNS itself would refuse, counted over what sns-publish
+ * sends (excess attributes dropped), without the creation-only rules. */
+int sched_check_stored(sched_rec *r, char *err, size_t errlen);
 /* All of the above on a record to be created (id may be NULL: generated). */
 int sched_validate(sched_rec *r, int64_t now_ms, const sched_limits *lim, char *err, size_t errlen);
+
+/* The message attributes sns-publish sends with a schedule, built by one
+ * function for both the publisher and the size check (so the two cannot
+ * count differently): delayer's own first (delayer.id, delayer.due as RFC
+ * 3339 ms, delayer.attempt in decimal), then the record's attributes in
+ * name order, at most SCHED_USER_ATTRS_MAX of them: a record older than that
+ * limit loses its excess attributes (counted in dropped), never delayer's.
+ * A record attribute named like one of delayer's own is left out (ours
+ * replace it). id NULL (a record not created yet) stands for a generated
+ * id (SCHED_ULID_LEN bytes). The strings point into r and a. */
+typedef struct { const char *name; const char *value; } sched_kv;
+typedef struct {
+    sched_kv kv[SCHED_ATTRS_MAX];
+    size_t n;
+    size_t dropped;          /* record attributes left out (over the limit) */
+    char id[SCHED_ULID_LEN + 1], due[32], attempt[24];
+} sched_sns_attrs;
+
+/* The largest delayer.attempt the size check reserves room for. */
+#define SCHED_ATTEMPT_MAX INT64_MAX
+
+void sched_sns_attrs_build(const sched_rec *r, int64_t attempt, sched_sns_attrs *a);
+/* What SNS counts towards its SCHED_MSG_MAX for one String attribute: name
+ * + DataType + value bytes; and for a whole message: body + attributes. */
+size_t sched_sns_attr_size(const char *name, const char *value);
+size_t sched_sns_size(const sched_rec *r, const sched_sns_attrs *a);
 
 /* A ULID: 48-bit ms time + 80 random bits, Crockford base32, 26 chars.
  * Within one process ids are strictly increasing (same ms: random part + 1),

@@ -46,7 +46,7 @@ static void sns_form_msg_attrs(buf_t *f, const char *prefix, const aws_kv *kv, s
 {
     for (size_t i = 0; kv && i < n; i++) {
         sns_formf(f, kv[i].name, "%sMessageAttributes.entry.%zu.Name", prefix, i + 1);
-        sns_formf(f, "String", "%sMessageAttributes.entry.%zu.Value.DataType", prefix, i + 1);
+        sns_formf(f, SNS_ATTR_TYPE, "%sMessageAttributes.entry.%zu.Value.DataType", prefix, i + 1);
         sns_formf(f, kv[i].value, "%sMessageAttributes.entry.%zu.Value.StringValue", prefix, i + 1);
     }
 }

@@ -11,6 +11,8 @@
 #include "aws.h"
 
 #define SNS_BATCH_MAX 10     /* entries per PublishBatch */
+#define SNS_MSG_MAX   262144 /* one message: body + each attribute's name, DataType and value */
+#define SNS_ATTR_TYPE "String" /* the DataType of every message attribute we send */
 
 /* One PublishBatch entry. id: unique in the batch ([A-Za-z0-9_-], <= 80
  * chars); NULL means the entry's index ("0".."9"). */

@@ -182,6 +182,8 @@ typedef struct item {
     int64_t t_arrived, t_committed; /* wall ms, for the debug log */
     int64_t commit_us;              /* how long the commit took */
     char *error;                /* publish error, "Code: message" */
+    int del_tries;              /* DeleteMessageBatch entry failures so far */
+    int64_t del_retry_at;       /* mono ms: try the delete again then */
 } item;
 
 static void item_free(item *it)
@@ -535,10 +537,9 @@ typedef struct {
 
 static size_t entry_size(const item *it)
 {
-    size_t n = it->w.r.psize + 200;   /* 200: our attributes */
-    for (size_t i = 0; i < it->w.r.nattrs; i++)
-        n += strlen(it->w.r.attrs[i].name) + strlen(it->w.r.attrs[i].value) + 6;
-    return n;
+    sched_sns_attrs a;
+    sched_sns_attrs_build(&it->w.r, it->attempts, &a);
+    return sched_sns_size(&it->w.r, &a);
 }
 
 /* Under P.pmu: when the batch headed by the earliest record goes (wall
@@ -649,36 +650,24 @@ static const char *attr_of(const sched_rec *r, const char *name)
 
 /* The strings one entry points to. */
 typedef struct {
+    sched_sns_attrs a;
     aws_kv kv[SCHED_ATTRS_MAX];
-    char due[32], attempt[24];
     char group[FIFO_ID_MAX + 1], dedup[FIFO_ID_MAX + 1];
 } entry_mem;
 
-/* Message attributes: the user's (never dropped: they are content, and
- * subscription filters may depend on them), then delayer.id,
- * delayer.due, delayer.attempt as long as SNS -> SQS raw delivery's limit
- * of SCHED_ATTRS_MAX leaves room (a user attribute of the same name is
- * replaced by ours). */
+/* Message attributes: sched_sns_attrs_build's, the very list the input
+ * check counted: delayer.id, delayer.due, delayer.attempt first, always,
+ * then the user's. A record older than the limit on user attributes loses
+ * the excess (logged), never delayer's own: consumers de-duplicate on
+ * delayer.id. */
 static size_t entry_attrs(const item *it, entry_mem *m)
 {
-    static const char *const ours[] = {"delayer.id", "delayer.due", "delayer.attempt"};
-    const sched_rec *r = &it->w.r;
-    size_t n = 0, skipped = 0;
-    for (size_t i = 0; i < r->nattrs && n < SCHED_ATTRS_MAX; i++) {
-        int mine = 0;
-        for (int k = 0; k < 3; k++) mine |= strcmp(r->attrs[i].name, ours[k]) == 0;
-        if (!mine) m->kv[n++] = (aws_kv){r->attrs[i].name, r->attrs[i].value};
-    }
-    time_fmt(r->due, m->due);
-    snprintf(m->attempt, sizeof m->attempt, "%lld", (long long)it->attempts);
-    const char *val[] = {r->id, m->due, m->attempt};
-    for (int k = 0; k < 3; k++) {
-        if (n < SCHED_ATTRS_MAX) m->kv[n++] = (aws_kv){ours[k], val[k]};
-        else skipped++;
-    }
-    if (skipped)
-        log_ev(LOG_WARN, "too many user attributes: delayer attributes left out", "id", r->id, NULL);
-    return n;
+    sched_sns_attrs_build(&it->w.r, it->attempts, &m->a);
+    for (size_t i = 0; i < m->a.n; i++) m->kv[i] = (aws_kv){m->a.kv[i].name, m->a.kv[i].value};
+    if (m->a.dropped)
+        log_ev(LOG_WARN, "too many user attributes (a record older than the limit): the excess left out", "id",
+               it->w.r.id, "dropped", log_i64_buf((char[24]){0}, (int64_t)m->a.dropped), NULL);
+    return m->a.n;
 }
 
 static void build_entry(const item *it, sns_publish_entry *e, entry_mem *m)
@@ -762,6 +751,8 @@ typedef struct {
     int64_t del_since;          /* mono ms of the oldest */
     item **vis;                 /* waiting for ChangeMessageVisibilityBatch */
     size_t nvis, capvis;
+    item **rdel;                /* deletes to try again (a failed entry), at del_retry_at */
+    size_t nrdel, caprdel;
     char **outbox;              /* reports not sent yet */
     size_t nout, capout;
     int out_dead;               /* stdout's reader is gone */
@@ -884,11 +875,67 @@ static void finish(item *it)
     item_free(it);
 }
 
+/* A failed DeleteMessageBatch entry. Left alone, the message comes back
+ * when its visibility runs out and its replay publishes it a second time.
+ * One SQS could not handle (SenderFault false, throttling, an internal
+ * error) is tried again with the same receipt handle, after 250 ms, 0.5,
+ * 1, 2 and 4 s, as long as this process holds the message (the registry
+ * keeps extending its visibility) and its visibility has not run out; a
+ * permanent one (ReceiptHandleIsInvalid: the receipt no longer holds the
+ * message) is logged and counted, as is a retryable one after the last try. */
+#define DEL_TRIES_MAX     5
+#define DEL_RETRY_BASE_MS 250
+
+static int delete_retryable(const aws_entry_result *r)
+{
+    return !r->sender_fault || strstr(r->code, "Throttl") || !strcmp(r->code, "InternalError") ||
+           !strcmp(r->code, "InternalFailure") || !strcmp(r->code, "ServiceUnavailable");
+}
+
+static void delete_failed(tail *t, item *it, const aws_entry_result *r, int final)
+{
+    char b[24];
+    int retry = delete_retryable(r);
+    if (retry && !final && it->del_tries < DEL_TRIES_MAX && !vis_expired(it)) {
+        int64_t wait = (int64_t)DEL_RETRY_BASE_MS << it->del_tries++;
+        it->del_retry_at = time_mono_ms() + wait;
+        log_ev(LOG_WARN, "delete failed: trying again", "id", it->w.r.id, "mid", it->w.mid, "code", r->code, "error",
+               r->message, "retry_ms", log_i64_buf(b, wait), NULL);
+        push_ptr((void ***)&t->rdel, &t->nrdel, &t->caprdel, it);
+        return;
+    }
+    log_ev(LOG_ERROR,
+           retry ? "delete failed, retries exhausted: SQS delivers the message again (a duplicate publish)"
+                 : "delete failed permanently: SQS delivers the message again (a duplicate publish)",
+           "id", it->w.r.id, "mid", it->w.mid, "code", r->code, "error", r->message, "tries",
+           log_i64_buf(b, it->del_tries + 1), NULL);
+    metrics_count("delayer_failed_total", "records a stage gave up on (reported failed)", "op=\"delete\"", 1);
+    finish(it);
+}
+
+/* Deletes to try again whose time came (all of them at the end) join the
+ * next DeleteMessageBatch, which goes at once. */
+static void requeue_deletes(tail *t, int all)
+{
+    int64_t now = time_mono_ms();
+    size_t keep = 0;
+    for (size_t i = 0; i < t->nrdel; i++) {
+        item *it = t->rdel[i];
+        if (!all && it->del_retry_at > now) {
+            t->rdel[keep++] = it;
+            continue;
+        }
+        if (!t->ndel) t->del_since = now - P.cfg.del_flush_ms;
+        push_ptr((void ***)&t->del, &t->ndel, &t->capdel, it);
+    }
+    t->nrdel = keep;
+}
+
 /* DeleteMessageBatch of what is waiting: everything when all is set (the
  * --delete-flush time passed, or the end), else only full batches of 10,
  * the rest waiting for more (a remainder sent at once would cost a request
  * for a few messages). Messages whose call failed stay (next flush) unless
- * final is set. */
+ * final is set; failed entries: delete_failed. */
 static void flush_deletes(tail *t, int all, int final)
 {
     sqs_handle_entry ent[SQS_BATCH_MAX];
@@ -908,10 +955,8 @@ static void flush_deletes(tail *t, int all, int final)
             continue;
         }
         for (size_t k = 0; k < m; k++) {
-            if (!res[k].ok)
-                log_ev(LOG_WARN, "delete failed", "id", t->del[i + k]->w.r.id, "code", res[k].code, "error",
-                       res[k].message, NULL);
-            finish(t->del[i + k]);
+            if (res[k].ok) finish(t->del[i + k]);
+            else delete_failed(t, t->del[i + k], &res[k], final);
         }
     }
     memmove(t->del + keep, t->del + end, (t->ndel - end) * sizeof *t->del);
@@ -1042,6 +1087,7 @@ static void *tail_main(void *arg)
         outbox_flush(t, 0);
         int64_t now = time_mono_ms();
         if (t->nvis) flush_vis(t);
+        if (t->nrdel) requeue_deletes(t, closing);
         int due_all = t->ndel && (closing || now - t->del_since >= P.cfg.del_flush_ms);
         if (due_all || t->ndel >= SQS_BATCH_MAX) flush_deletes(t, due_all, closing);
         if (now >= t->ext_next) {
@@ -1216,6 +1262,7 @@ static void free_workers(workers *w)
     free(w->p);
     free(w->t.del);
     free(w->t.vis);
+    free(w->t.rdel);
     free(w->t.outbox);
 }
 

@@ -231,7 +231,7 @@ static int take(pusher *p, const buf_t *msg)
      * bad attribute) can never be published: INVALID now, not five refused
      * publishes later. A nopayload record's payload is in the table, checked
      * when it was created. */
-    if (!it->w.nopayload && sched_check_message(&it->w.r, err, sizeof err) < 0) {
+    if (!it->w.nopayload && sched_check_stored(&it->w.r, err, sizeof err) < 0) {
         p->invalid++;
         metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
         log_ev(LOG_ERROR, "invalid record", "id", it->w.r.id, "error", err, NULL);

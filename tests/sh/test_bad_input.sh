@@ -12,6 +12,10 @@
 
 ZCAT="$UNIT/zpipe-cat"
 MAX=262144 # SNS's limit: payload + attributes (lib/sched.h SCHED_MSG_MAX)
+# atmax ID: the largest payload a schedule with this id and no attributes of
+# its own may have: MAX less delayer's attributes, name + "String" + value:
+# delayer.id (the id), delayer.due (24 bytes), delayer.attempt (19 digits).
+atmax() { echo $((MAX - (10 + 6 + ${#1}) - (11 + 6 + 24) - (15 + 6 + 19))); }
 
 oneTimeSetUp() {
   stack_start || fail "stack"
@@ -125,7 +129,7 @@ sqs_push_case() { # MODE
   assertNotNull "a claim to push" "$good"
   # a payload exactly at the limit (a valid record, pushed) and the good one twice (a duplicate)
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["id"]=sys.argv[2]; r["payload"]="B"*int(sys.argv[3]); print(json.dumps(r))' \
-    "$good" "$tag-atmax" "$MAX" >>"$WORK/$tag.in"
+    "$good" "$tag-atmax" "$(atmax "$tag-atmax")" >>"$WORK/$tag.in"
   printf '%s\n%s\n' "$good" "$good" >>"$WORK/$tag.in"
   if [ "$1" = stdin ]; then
     "$BIN/sqs-push" --in - --out - <"$WORK/$tag.in" >"$WORK/$tag.out" 2>"$WORK/$tag.err"
@@ -226,10 +230,10 @@ test_sqs_drain_bad_messages() {
 }
 
 test_cli_size_limit_and_bad_values() {
-  head -c "$MAX" /dev/zero | tr '\0' A >"$WORK/atmax"
-  head -c "$((MAX + 1))" /dev/zero | tr '\0' A >"$WORK/over"
+  head -c "$(atmax cli-atmax)" /dev/zero | tr '\0' A >"$WORK/atmax"
+  head -c "$(($(atmax cli-over) + 1))" /dev/zero | tr '\0' A >"$WORK/over"
   run D schedule --in 10m --topic t --payload "@$WORK/atmax" --id cli-atmax
-  assertEquals "payload of exactly $MAX bytes accepted ($ERR)" 0 "$RC"
+  assertEquals "payload of exactly $(atmax cli-atmax) bytes accepted ($ERR)" 0 "$RC"
   assert_refused 1 payload D schedule --in 10m --topic t --payload "@$WORK/over" --id cli-over
   assert_refused 1 topic D schedule --in 10m --topic nope --payload x
   assert_refused 1 at D schedule --at 2026-13-45T00:00:00Z --topic t --payload x
@@ -237,11 +241,11 @@ test_cli_size_limit_and_bad_values() {
   assert_refused 1 at D schedule --at 1 --topic t --payload x
   assert_refused 1 payload D schedule --in 10m --topic t --payload "$(printf 'a\xffb')"
   # import: one line at the limit, one over, broken lines; the good ones all imported
-  python3 - "$MAX" >"$WORK/imp.ndjson" <<'PY'
+  python3 - "$(atmax imp-atmax)" "$(atmax imp-over)" >"$WORK/imp.ndjson" <<'PY'
 import json, sys
-m = int(sys.argv[1])
+m, o = int(sys.argv[1]), int(sys.argv[2])
 print(json.dumps({"id": "imp-atmax", "in": 600, "topic": "t", "payload": "A" * m}))
-print(json.dumps({"id": "imp-over", "in": 600, "topic": "t", "payload": "A" * (m + 1)}))
+print(json.dumps({"id": "imp-over", "in": 600, "topic": "t", "payload": "A" * (o + 1)}))
 print('{"id":"imp-trunc","in":')
 print('{"id":"imp-c1","in":600,"topic":"t","payload":"x"}{"id":"imp-c2"}')
 print(json.dumps({"id": "imp-type", "in": "soon", "topic": "t", "payload": "x"}))

@@ -118,17 +118,122 @@ static void test_refused_payload(void)
     CHECK(refused(&r, "payload: contains a NUL"));
     sched_set_payload(&r, "\xc3\x28", 2);
     CHECK(refused(&r, "payload: not valid UTF-8"));
-    /* Exactly at the limit with the two attributes counted in. */
+    /* Exactly at the limit with the two attributes counted in, and
+     * delayer's own: delayer.id "x", delayer.due (24 bytes), delayer.attempt
+     * at its largest (19 digits), each name + "String" + value. */
     size_t attrs = strlen("alpha") + 6 + 3 + strlen("zeta") + 6 + 1;
-    size_t n = SCHED_MSG_MAX - attrs;
-    char *big = xmalloc(n + 2);
-    memset(big, 'p', n + 1);
+    size_t own = (10 + 6 + 1) + (11 + 6 + 24) + (15 + 6 + 19);
+    size_t n = SCHED_MSG_MAX - attrs - own;
+    char *big = xmalloc(SCHED_MSG_MAX + 2);
+    memset(big, 'p', SCHED_MSG_MAX + 1);
     sched_set_payload(&r, big, n);
     char err[256];
     CHECK_INT(sched_validate(&r, NOW, &LIM, err, sizeof err), 0);
     sched_set_payload(&r, big, n + 1);
-    CHECK(refused(&r, "payload: 262145 bytes with attributes"));
+    CHECK(refused(&r, "payload: 262022 bytes, at most 262021 allowed here"));
+    /* The old "documented limit": the payload alone at 256 KiB. */
+    sched_set_payload(&r, big, SCHED_MSG_MAX);
+    CHECK(refused(&r, "payload: 262144 bytes, at most 262021 allowed"));
     free(big);
+    sched_rec_free(&r);
+}
+
+/* The largest schedule the check accepts: a 512-byte id, 7 attributes of
+ * its own and the payload filled up to the limit. What SNS counts, summed
+ * here independently from what sns-publish sends (sched_sns_attrs_build:
+ * name + DataType + value of each attribute, plus the body), is at most
+ * 262,144 bytes, for any attempt number; one byte more is refused with one
+ * line naming the payload. */
+static void test_sns_size_largest_schedule(void)
+{
+    sched_rec r;
+    char err[512], id[SCHED_ID_MAX + 1];
+    make(&r, NULL);
+    memset(id, 'i', SCHED_ID_MAX);
+    id[SCHED_ID_MAX] = 0;
+    r.id = xstrdup(id);
+    for (int i = 2; i < SCHED_USER_ATTRS_MAX; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "a%d", i);
+        sched_attr_add(&r, nm, "v");
+    }
+    CHECK_INT(r.nattrs, 7);
+    size_t own = (10 + 6 + SCHED_ID_MAX) + (11 + 6 + 24) + (15 + 6 + 19);
+    size_t user = (5 + 6 + 3) + (4 + 6 + 1) + 5 * (2 + 6 + 1);
+    size_t n = SCHED_MSG_MAX - own - user;
+    char *big = xmalloc(n + 2);
+    memset(big, 'p', n + 1);
+    sched_set_payload(&r, big, n);
+    CHECK_INT(sched_validate(&r, NOW, &LIM, err, sizeof err), 0);
+    int64_t attempts[] = {1, 12345, SCHED_ATTEMPT_MAX};
+    for (int k = 0; k < 3; k++) {
+        sched_sns_attrs a;
+        sched_sns_attrs_build(&r, attempts[k], &a);
+        CHECK_INT(a.n, SCHED_ATTRS_MAX);
+        CHECK_INT(a.dropped, 0);
+        CHECK_STR(a.kv[0].name, "delayer.id");
+        CHECK_STR(a.kv[0].value, id);
+        CHECK_STR(a.kv[1].name, "delayer.due");
+        CHECK_STR(a.kv[1].value, "2026-11-21T14:13:07.250Z");
+        CHECK_STR(a.kv[2].name, "delayer.attempt");
+        size_t total = r.psize;
+        for (size_t i = 0; i < a.n; i++) total += strlen(a.kv[i].name) + strlen("String") + strlen(a.kv[i].value);
+        CHECK(total <= 262144);
+        CHECK_INT(total, sched_sns_size(&r, &a));
+        if (attempts[k] == SCHED_ATTEMPT_MAX) CHECK_INT(total, 262144);
+    }
+    sched_set_payload(&r, big, n + 1);
+    CHECK(refused(&r, "payload: 261466 bytes, at most 261465 allowed"));
+    /* Attributes alone over the limit: named as such. */
+    sched_set_payload(&r, "x", 1);
+    char *huge = xmalloc(SCHED_MSG_MAX + 1);
+    memset(huge, 'h', SCHED_MSG_MAX);
+    huge[SCHED_MSG_MAX] = 0;
+    free(r.attrs[0].value);
+    r.attrs[0].value = huge;
+    CHECK(refused(&r, "attr: 262822 bytes of message attributes, over"));
+    free(big);
+    sched_rec_free(&r);
+}
+
+/* A record older than the attribute limits (10 attributes of its own, one
+ * named like delayer's): sns-publish's list keeps delayer's three first,
+ * fills up with the record's and drops the excess, never delayer's. The
+ * creation check refuses such a record; the check on the way to SNS lets
+ * it through. */
+static void test_sns_attrs_old_record(void)
+{
+    sched_rec r;
+    char err[512];
+    make(&r, "old-1");
+    sched_attr_add(&r, "delayer.id", "forged");
+    for (int i = 0; i < 8; i++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "k%d", i);
+        sched_attr_add(&r, nm, "v");
+    }
+    CHECK_INT(r.nattrs, 11);
+    sched_sns_attrs a;
+    sched_sns_attrs_build(&r, 3, &a);   /* unsorted, as read from the table */
+    CHECK_STR(a.kv[3].name, "alpha");   /* the first 7 by name: the same at every attempt */
+    CHECK_STR(a.kv[4].name, "k0");
+    CHECK_STR(a.kv[9].name, "k5");
+    CHECK_INT(sched_check_stored(&r, err, sizeof err), 0);
+    sched_sns_attrs_build(&r, 3, &a);
+    CHECK_INT(a.n, SCHED_ATTRS_MAX);
+    CHECK_STR(a.kv[0].name, "delayer.id");
+    CHECK_STR(a.kv[0].value, "old-1");
+    CHECK_STR(a.kv[1].name, "delayer.due");
+    CHECK_STR(a.kv[2].name, "delayer.attempt");
+    CHECK_STR(a.kv[2].value, "3");
+    CHECK_INT(a.dropped, 3);   /* 10 of its own after "delayer.id": 7 fit */
+    for (size_t i = 3; i < a.n; i++) CHECK(strncmp(a.kv[i].name, "delayer.", 8) != 0);
+    CHECK(sched_check_message(&r, err, sizeof err) < 0);
+    sched_rec_free(&r);
+    /* A record not created yet: its id will be a ULID, counted as such. */
+    make(&r, NULL);
+    sched_sns_attrs_build(&r, 1, &a);
+    CHECK_INT(strlen(a.kv[0].value), SCHED_ULID_LEN);
     sched_rec_free(&r);
 }
 
@@ -152,13 +257,34 @@ static void test_refused_attrs(void)
     sched_attr_add(&r, "empty", "");
     CHECK(refused(&r, "attr: \"empty\": empty value"));
     sched_rec_free(&r);
+    /* 7 attributes of its own at most: SNS delivers 10, delayer adds 3. */
     make(&r, "x");
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < 5; i++) {
         char nm[16];
         snprintf(nm, sizeof nm, "k%d", i);
         sched_attr_add(&r, nm, "v");
     }
-    CHECK(refused(&r, "attr: 11 attributes"));
+    CHECK_INT(sched_validate(&r, NOW, &LIM, err, sizeof err), 0);
+    sched_attr_add(&r, "k5", "v");
+    CHECK(refused(&r, "attr: 8 attributes, at most 7 allowed"));
+    sched_rec_free(&r);
+    /* delayer's own names are reserved, in any case */
+    const char *ours[] = {"delayer.id", "delayer.due", "delayer.attempt", "delayer.x", "Delayer.Id"};
+    for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++) {
+        make(&r, "x");
+        sched_attr_add(&r, ours[i], "v");
+        CHECK(refused(&r, "attr: "));
+        sched_rec_free(&r);
+    }
+    make(&r, "x");
+    sched_attr_add(&r, "delayer.id", "forged");
+    char e2[256];
+    sched_validate(&r, NOW, &LIM, e2, sizeof e2);
+    CHECK_STR(e2, "attr: \"delayer.id\": names starting with delayer. are reserved for delayer's own attributes");
+    sched_rec_free(&r);
+    make(&r, "x");
+    sched_attr_add(&r, "delayerx", "v");   /* only the prefix with its dot */
+    CHECK_INT(sched_validate(&r, NOW, &LIM, err, sizeof err), 0);
     sched_rec_free(&r);
     make(&r, "x");
     CHECK_INT(sched_attr_parse(&r, "novalue", err, sizeof err), -1);
@@ -440,6 +566,7 @@ static void test_json_output(void)
 }
 
 T_MAIN(T(test_valid_record), T(test_refused_id), T(test_refused_due), T(test_refused_topic),
-       T(test_refused_payload), T(test_refused_attrs), T(test_ulid), T(test_chash), T(test_chash_pinned),
+       T(test_refused_payload), T(test_refused_attrs), T(test_sns_size_largest_schedule),
+       T(test_sns_attrs_old_record), T(test_ulid), T(test_chash), T(test_chash_pinned),
        T(test_shard_keys), T(test_states), T(test_item_round_trip), T(test_wire_round_trip), T(test_wire_chash_strict),
        T(test_json_output))
