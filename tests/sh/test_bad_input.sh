@@ -9,6 +9,7 @@
 # and a good record sent after the bad ones is still processed.
 . "$(dirname "$0")/../lib/stack.sh"
 . "$(dirname "$0")/../lib/cli.sh"
+. "$(dirname "$0")/../lib/aws.sh"
 
 ZCAT="$UNIT/zpipe-cat"
 MAX=262144 # SNS's limit: payload + attributes (lib/sched.h SCHED_MSG_MAX)
@@ -260,6 +261,64 @@ PY
   assertEquals "good imported" NEW "$(json_field "$(D get imp-good)" state)"
   run D get imp-over
   assertEquals "over-limit not imported" 3 "$RC"
+}
+
+# Issue 10: characters above U+FFFF (emoji) in a payload. fauxqs refuses
+# them in SQS bodies (AWS accepts them), so the wire form carries them as
+# \uXXXX surrogate pairs; the message published to SNS must be byte for
+# byte what was scheduled, by each way into the delay queue: `schedule`'s
+# fast track (SendMessage), `import`'s (SendMessageBatch) and the scanner's
+# claim through sqs-push. Each ends PUBLISHED (it ended INVALID, or NEW
+# with a warning, before).
+test_payload_above_bmp_published_intact() {
+  local p url i st arr
+  p=$(printf 'hi \xF0\x9F\x98\x80\xF0\x9F\x8E\x89 \xF0\x9D\x84\x9E caf\xC3\xA9 \xE2\x82\xAC \xF4\x8F\xBF\xBF')
+  url=$(sub_queue "$PFX-emoji" "$TOPIC") || fail "subscribe a queue"
+  run D schedule --id emo-fast --in 3s --topic t --payload "$p"
+  assertEquals "schedule exit ($ERR)" 0 "$RC"
+  assertEquals "schedule: no warning" "" "$ERR"
+  python3 -c 'import json,sys; print(json.dumps({"id":"emo-imp","in":"3s","topic":"t","payload":sys.argv[1]}, ensure_ascii=False))' \
+    "$p" | run D import
+  assertEquals "import exit ($ERR)" 0 "$RC"
+  assertEquals "import: no warning" "" "$ERR"
+  assertEquals "fast-tracked" ENQUEUED "$(json_field "$(D get emo-fast)" state)"
+  assertEquals "fast-tracked (import)" ENQUEUED "$(json_field "$(D get emo-imp)" state)"
+  # the scanner's way: NEW (beyond the 5 s window), claimed, pushed
+  D schedule --id emo-scan --in 7s --topic t --payload "$p" >/dev/null || fail "schedule emo-scan"
+  "$BIN/ddb-scan-due" --once --window 200s --out - 2>"$WORK/emo.scan" | grep '"id":"emo-scan"' |
+    "$BIN/sqs-push" --in - --out - >"$WORK/emo.push" 2>"$WORK/emo.push.err"
+  grep -q '"report":"pushed"' "$WORK/emo.push" || fail "sqs-push: $(cat "$WORK/emo.push" "$WORK/emo.push.err")"
+  rm -f "$WORK/emo.ipc"
+  "$BIN/sqs-drain" --wait 1 --out "@ipc://$WORK/emo.ipc" 2>"$WORK/emo.drain" &
+  local dpid=$!
+  "$BIN/sns-publish" --in ">ipc://$WORK/emo.ipc" --out - >"$WORK/emo.pub" 2>"$WORK/emo.perr" &
+  local ppid=$!
+  for i in emo-fast emo-imp emo-scan; do
+    for _ in $(seq 300); do grep -q "\"id\":\"$i\".*\"report\":\"published\"" "$WORK/emo.pub" && break; sleep 0.1; done
+    grep -q "\"id\":\"$i\".*\"report\":\"published\"" "$WORK/emo.pub" || fail "$i not published: $(tail -3 "$WORK/emo.perr")"
+  done
+  kill -TERM "$dpid" "$ppid"
+  wait "$dpid" "$ppid"
+  for i in emo-fast emo-imp emo-scan; do
+    st=$(json_field "$(D get "$i")" state)
+    assertEquals "$i state" PUBLISHED "$st"
+  done
+  # what the subscribed queue received: exactly the payload, for each
+  arr=$(for _ in 1 2 3 4 5 6 7 8 9 10; do
+    sqs ReceiveMessage "{\"QueueUrl\":\"$url\",\"MaxNumberOfMessages\":10,\"WaitTimeSeconds\":1,\"MessageAttributeNames\":[\"All\"]}"
+  done | python3 -c '
+import json, sys
+want = sys.argv[1].encode("utf-8", "surrogateescape")
+seen = {}
+for line in sys.stdin:
+    line = line.strip()
+    if not line:
+        continue
+    for m in json.loads(line).get("Messages", []):
+        i = m.get("MessageAttributes", {}).get("delayer.id", {}).get("StringValue")
+        seen[i] = m["Body"].encode("utf-8") == want
+print(" ".join(sorted(k for k, v in seen.items() if v)))' "$p")
+  assertEquals "payloads delivered byte for byte" "emo-fast emo-imp emo-scan" "$arr"
 }
 
 . /usr/share/shunit2/shunit2
