@@ -82,8 +82,10 @@ static const help_entry helps[] = {
      "of seconds). Writes with BatchWriteItem (25) and sends due-soon ones with\n"
      "SendMessageBatch (10), retrying unprocessed items. Each bad line is\n"
      "reported on stderr as \"line N: FIELD: PROBLEM\" and skipped; the good\n"
-     "lines are all imported. A line whose id exists with the same content\n"
-     "counts as existing; with other content it is a bad line. A progress bar\n"
+     "lines are all imported. A line longer than 1648000 bytes (the longest a\n"
+     "valid schedule can be, JSON-escaped) is refused without being held.\n"
+     "A line whose id exists with the same content counts as existing; with\n"
+     "other content it is a bad line. A progress bar\n"
      "is drawn on stderr when it is a terminal; one summary line goes to\n"
      "stdout. --ids prints \"N<TAB>ID\" for every line imported or existing.\n"
      "Exit 0 when every line was imported or existed, 1 when a line was bad,\n"
@@ -973,6 +975,58 @@ static int cmd_import(args *a, globals *g)
     return code;
 }
 
+/* The longest valid import line, in bytes. What a valid line can hold is
+ * bounded by the limits it is checked against: the payload plus attribute
+ * names and values at most SCHED_MSG_MAX, the id SCHED_ID_MAX, the topic
+ * (an ARN: a 256-character name plus partition, region and account) at most
+ * 1 KiB, "at"/"in" at most 64 bytes (time_parse_at). In JSON each of those
+ * bytes takes at most 6 (a control character as \u00XX); 64 KiB more cover
+ * the keys, quotes, separators and whitespace. About 1.6 MB: a longer line
+ * cannot be a valid schedule, so it is refused without being held in
+ * memory (import_line skips to its newline). */
+#define IMPORT_TOPIC_MAX 1024
+#define IMPORT_LINE_MAX  (6 * ((size_t)SCHED_MSG_MAX + SCHED_ID_MAX + IMPORT_TOPIC_MAX + 64) + 65536)
+_Static_assert(IMPORT_LINE_MAX == 1648000, "the limit is quoted in `delayer help import` and delayer(1)");
+
+/* stdin read in blocks, handed out one line at a time with a bound. */
+typedef struct {
+    char blk[65536];
+    size_t pos, len;
+    int eof;
+} line_reader;
+
+/* The next line (without '\n') into *line, at most max bytes kept: a
+ * longer line is read through to its newline but not kept (*too_long = 1,
+ * line empty). *consumed: bytes read, newline included. 1 a line, 0 end of
+ * input. */
+static int import_line(line_reader *lr, buf_t *line, size_t max, size_t *consumed, int *too_long)
+{
+    buf_reset(line);
+    *consumed = 0;
+    *too_long = 0;
+    for (;;) {
+        if (lr->pos == lr->len) {
+            if (lr->eof) return *consumed > 0;
+            lr->pos = 0;
+            lr->len = fread(lr->blk, 1, sizeof lr->blk, stdin);
+            if (lr->len == 0) {
+                lr->eof = 1;
+                continue;
+            }
+        }
+        char *start = lr->blk + lr->pos, *nl = memchr(start, '\n', lr->len - lr->pos);
+        size_t n = nl ? (size_t)(nl - start) : lr->len - lr->pos;
+        if (!*too_long && line->len + n > max) {
+            *too_long = 1;
+            buf_free(line); /* give back what the long line held so far */
+        }
+        if (!*too_long) buf_add(line, start, n);
+        lr->pos += n + (nl != NULL);
+        *consumed += n + (nl != NULL);
+        if (nl) return 1;
+    }
+}
+
 /* One input line being imported. */
 typedef struct {
     long line;
@@ -1305,18 +1359,27 @@ static int import_main(store *s, int print_ids)
 {
     importer im = {0};
     struct stat st;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
+    static line_reader lr;
+    buf_t lb = BUF_INIT;
+    size_t len;
+    int too_long;
     im.s = s;
     im.print_ids = print_ids;
     im.counts = store_counts_new();
     im.t0 = time_now_ms();
     im.tty = isatty(2);
     if (fstat(0, &st) == 0 && S_ISREG(st.st_mode)) im.total_bytes = st.st_size;
-    while ((len = getline(&line, &cap, stdin)) >= 0) {
-        im.bytes += len;
-        size_t n = (size_t)len;
+    while (import_line(&lr, &lb, IMPORT_LINE_MAX, &len, &too_long)) {
+        im.bytes += (off_t)len;
+        if (too_long) {
+            char e[120];
+            snprintf(e, sizeof e, "line longer than %zu bytes (the longest a valid schedule can be), skipped",
+                     (size_t)IMPORT_LINE_MAX);
+            line_error(&im, ++im.lines, e);
+            continue;
+        }
+        const char *line = lb.p ? lb.p : "";
+        size_t n = lb.len;
         while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
         if (n == 0) {
             im.lines++; /* blank lines are skipped, but counted for numbering */
@@ -1330,7 +1393,7 @@ static int import_main(store *s, int print_ids)
     double t = (double)(time_now_ms() - im.t0) / 1000.0;
     printf("imported %ld (%ld fast-tracked), %ld existed, %ld failed; %ld lines in %.1f s (%.0f/s)\n", im.imported,
            im.fast, im.existed, im.bad, im.lines, t, t > 0 ? (double)im.imported / t : 0.0);
-    free(line);
+    buf_free(&lb);
     free(im.rows);
     store_counts_free(im.counts);
     return im.system_error ? EXIT_SYSTEM : im.bad ? EXIT_REFUSED : EXIT_OK;
