@@ -8,6 +8,7 @@
  * "delayer: <field>: <problem>". Exit codes: see EXIT_* and `delayer help`. */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -988,28 +989,41 @@ static int cmd_import(args *a, globals *g)
 #define IMPORT_LINE_MAX  (6 * ((size_t)SCHED_MSG_MAX + SCHED_ID_MAX + IMPORT_TOPIC_MAX + 64) + 65536)
 _Static_assert(IMPORT_LINE_MAX == 1648000, "the limit is quoted in `delayer help import` and delayer(1)");
 
-/* stdin read in blocks, handed out one line at a time with a bound. */
+/* stdin read in blocks (read(2): a pipe's lines are taken as they come),
+ * handed out one line at a time with a bound. */
 typedef struct {
     char blk[65536];
     size_t pos, len;
     int eof;
 } line_reader;
 
+/* Rows read but not yet written wait at most this long for more input
+ * (IMPORT_IDLE_MS without any) before they are written and fast-tracked:
+ * a row due in 3 s must not wait for a slow producer to fill a chunk. */
+#define IMPORT_IDLE_MS 100
+#define IMPORT_HOLD_MS 500
+
 /* The next line (without '\n') into *line, at most max bytes kept: a
  * longer line is read through to its newline but not kept (*too_long = 1,
- * line empty). *consumed: bytes read, newline included. 1 a line, 0 end of
- * input. */
-static int import_line(line_reader *lr, buf_t *line, size_t max, size_t *consumed, int *too_long)
+ * line empty). *consumed: bytes read, newline included. With wait_ms >= 0,
+ * gives up when no input comes within wait_ms (returns 2; call again to
+ * go on with the same line). 1 a line, 0 end of input (or a read error). */
+static int import_line(line_reader *lr, buf_t *line, size_t max, size_t *consumed, int *too_long, int wait_ms)
 {
-    buf_reset(line);
-    *consumed = 0;
-    *too_long = 0;
     for (;;) {
         if (lr->pos == lr->len) {
             if (lr->eof) return *consumed > 0;
+            if (wait_ms >= 0) {
+                struct pollfd pf = {.fd = 0, .events = POLLIN};
+                int pr = poll(&pf, 1, wait_ms);
+                if (pr == 0) return 2;
+                if (pr < 0 && errno == EINTR) continue;
+            }
+            ssize_t r = read(0, lr->blk, sizeof lr->blk);
+            if (r < 0 && errno == EINTR) continue;
             lr->pos = 0;
-            lr->len = fread(lr->blk, 1, sizeof lr->blk, stdin);
-            if (lr->len == 0) {
+            lr->len = r > 0 ? (size_t)r : 0;
+            if (r <= 0) {
                 lr->eof = 1;
                 continue;
             }
@@ -1262,7 +1276,29 @@ static void check_existing(importer *im, irow *rows, size_t n)
     free(which);
 }
 
-/* Writes the pending rows 25 at a time. */
+/* Sends the written fast-track rows among these 10 at a time; a failed
+ * send goes back to NEW. */
+static void send_rows(importer *im, irow *const *rows, size_t n)
+{
+    sched_rec *batch[10];
+    int ok[10];
+    size_t m = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && rows[i]->status == 1 && rows[i]->fast) batch[m++] = &rows[i]->r;
+        if (m == 10 || (i == n && m)) {
+            store_send_batch(im->s, batch, m, ok);
+            for (size_t j = 0; j < m; j++) {
+                if (ok[j]) continue;
+                if (store_unclaim(im->s, batch[j]->id, batch[j]->due, batch[j]->lease, NULL) == STORE_OK)
+                    batch[j]->state = SCHED_NEW;
+            }
+            m = 0;
+        }
+    }
+}
+
+/* Writes the pending rows 25 at a time, sending each batch's fast-track
+ * rows as soon as it is written. */
 static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
 {
     sched_rec *batch[25];
@@ -1288,26 +1324,7 @@ static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
                 if (!ok[j]) line_error(im, brow[j]->line, im->s->err);
             }
             if (rc != STORE_OK) im->system_error = 1;
-            m = 0;
-        }
-    }
-}
-
-/* Sends the fast-track rows 10 at a time; a failed send goes back to NEW. */
-static void send_rows(importer *im, irow *rows, size_t n)
-{
-    sched_rec *batch[10];
-    int ok[10];
-    size_t m = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (i < n && rows[i].status == 1 && rows[i].fast) batch[m++] = &rows[i].r;
-        if (m == 10 || (i == n && m)) {
-            store_send_batch(im->s, batch, m, ok);
-            for (size_t j = 0; j < m; j++) {
-                if (ok[j]) continue;
-                if (store_unclaim(im->s, batch[j]->id, batch[j]->due, batch[j]->lease, NULL) == STORE_OK)
-                    batch[j]->state = SCHED_NEW;
-            }
+            send_rows(im, brow, m); /* at once: the next writes would only delay them */
             m = 0;
         }
     }
@@ -1335,8 +1352,7 @@ static void flush_chunk(importer *im)
 {
     int64_t now = time_now_ms();
     check_existing(im, im->rows, im->n);
-    write_rows(im, im->rows, im->n, now);
-    send_rows(im, im->rows, im->n);
+    write_rows(im, im->rows, im->n, now); /* and sends the fast-track ones */
     for (size_t i = 0; i < im->n; i++) {
         irow *row = &im->rows[i];
         if (row->status == 1) {
@@ -1369,7 +1385,22 @@ static int import_main(store *s, int print_ids)
     im.t0 = time_now_ms();
     im.tty = isatty(2);
     if (fstat(0, &st) == 0 && S_ISREG(st.st_mode)) im.total_bytes = st.st_size;
-    while (import_line(&lr, &lb, IMPORT_LINE_MAX, &len, &too_long)) {
+    int64_t pending_since = 0;
+    for (;;) {
+        buf_reset(&lb);
+        len = 0;
+        too_long = 0;
+        int got;
+        for (;;) {
+            int wait = -1;
+            if (im.n) {
+                int64_t left = pending_since + IMPORT_HOLD_MS - time_mono_ms();
+                wait = left < 0 ? 0 : left < IMPORT_IDLE_MS ? (int)left : IMPORT_IDLE_MS;
+            }
+            if ((got = import_line(&lr, &lb, IMPORT_LINE_MAX, &len, &too_long, wait)) != 2) break;
+            flush_chunk(&im); /* the input paused: write (and send) what is read */
+        }
+        if (!got) break;
         im.bytes += (off_t)len;
         if (too_long) {
             char e[120];
@@ -1385,8 +1416,10 @@ static int import_main(store *s, int print_ids)
             im.lines++; /* blank lines are skipped, but counted for numbering */
             continue;
         }
+        size_t before = im.n;
         parse_line(&im, line, n, time_now_ms());
-        if (im.n >= 100) flush_chunk(&im);
+        if (!before && im.n) pending_since = time_mono_ms();
+        if (im.n >= 100 || (im.n && time_mono_ms() - pending_since >= IMPORT_HOLD_MS)) flush_chunk(&im);
     }
     if (im.n) flush_chunk(&im);
     progress(&im, 1);

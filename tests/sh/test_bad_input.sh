@@ -294,6 +294,29 @@ test_import_long_line_bounded() {
   assertEquals "the long line not imported" 3 "$RC"
 }
 
+# Issue 10 (fast-track lateness): rows read by `delayer import` wait for
+# more input at most 100 ms (500 ms in all) before they are written and
+# fast-tracked. They waited for 100 lines or the end of the input, so a row
+# due in 3 s behind a paused producer was sent late (or never in time).
+test_import_paused_input_not_held() {
+  local ipid i
+  rm -f "$WORK/st.go"
+  {
+    echo '{"id":"st-1","in":"600s","topic":"t","payload":"x"}'
+    while [ ! -e "$WORK/st.go" ]; do sleep 0.1; done
+    echo '{"id":"st-2","in":"600s","topic":"t","payload":"y"}'
+  } | "$BIN/delayer" --prefix "$PFX" import >"$WORK/st.out" 2>"$WORK/st.err" &
+  ipid=$!
+  for i in $(seq 50); do D get st-1 >/dev/null 2>&1 && break; sleep 0.1; done
+  D get st-1 >/dev/null 2>&1
+  assertTrue "st-1 written while the input is paused" $?
+  touch "$WORK/st.go"
+  wait "$ipid"
+  assertEquals "import exit ($(cat "$WORK/st.err"))" 0 $?
+  grep -q '^imported 2 ' "$WORK/st.out" || fail "summary: $(cat "$WORK/st.out")"
+  assertEquals "st-2 imported" NEW "$(json_field "$(D get st-2)" state)"
+}
+
 # Issue 10: characters above U+FFFF (emoji) in a payload. fauxqs refuses
 # them in SQS bodies (AWS accepts them), so the wire form carries them as
 # \uXXXX surrogate pairs; the message published to SNS must be byte for
