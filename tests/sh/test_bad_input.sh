@@ -236,6 +236,7 @@ test_cli_size_limit_and_bad_values() {
   assert_refused 1 at D schedule --at 2026-13-45T00:00:00Z --topic t --payload x
   assert_refused 1 at D schedule --at 99999999999999999999 --topic t --payload x
   assert_refused 1 at D schedule --at 1 --topic t --payload x
+  assert_refused 1 at D schedule --at 2030-01-01T12:00:60Z --topic t --payload x # not a leap second
   assert_refused 1 payload D schedule --in 10m --topic t --payload "$(printf 'a\xffb')"
   # import: one line at the limit, one over, broken lines; the good ones all imported
   python3 - "$MAX" >"$WORK/imp.ndjson" <<'PY'
