@@ -266,7 +266,7 @@ PY
 
 # Issue 10: `delayer import` holds at most the longest valid line (about
 # 1.6 MB: the SNS limit for payload and attributes, JSON-escaped at 6 bytes
-# a byte, plus id, topic and time). A 50 MB line, piped, is refused by its
+# a byte, plus id, topic and time). A 100 MB line, piped, is refused by its
 # number without being buffered (peak RSS stays small: it was 987 MB for a
 # 1 GB line), and the lines after it are imported; a line at the limit
 # with the worst escaping (every payload byte \u0001) is still imported.
@@ -275,7 +275,7 @@ test_import_long_line_bounded() {
   {
     echo '{"id":"lg-1","in":600,"topic":"t","payload":"one"}'
     printf '{"id":"lg-big","in":600,"topic":"t","payload":"'
-    head -c 52428800 /dev/zero | tr '\0' A
+    head -c 104857600 /dev/zero | tr '\0' A
     printf '"}\n'
     echo '{"id":"lg-3","in":600,"topic":"t","payload":"three"}'
     python3 -c 'import sys; sys.stdout.write("{\"id\":\"lg-esc\",\"in\":600,\"topic\":\"t\",\"payload\":\"" + "\\u0001" * int(sys.argv[1]) + "\"}\n")' "$MAX"
@@ -283,7 +283,8 @@ test_import_long_line_bounded() {
   } | /usr/bin/time -f %M -o "$WORK/lg.rss" "$BIN/delayer" --prefix "$PFX" import >"$WORK/lg.out" 2>"$WORK/lg.err"
   assertEquals "import exit: one bad line ($(cat "$WORK/lg.err"))" 1 "$(sed -n 's/^Command exited with non-zero status //p' "$WORK/lg.rss")"
   rss=$(tail -1 "$WORK/lg.rss")
-  assertTrue "peak RSS ${rss} kB stays under 40 MB" "[ $rss -lt 40000 ]"
+  # the line alone is 100 MB; the import takes 18 MB (49 MB with ASan)
+  assertTrue "peak RSS ${rss} kB stays under 64 MB" "[ $rss -lt 65536 ]"
   assertEquals "one error line" 1 "$(grep -c '' "$WORK/lg.err")"
   grep -q '^line 2: line longer than [0-9]* bytes' "$WORK/lg.err" || fail "long line not named by its number: $(cat "$WORK/lg.err")"
   grep -q '^imported 4 ' "$WORK/lg.out" || fail "summary: $(cat "$WORK/lg.out")"
@@ -333,7 +334,8 @@ test_payload_above_bmp_published_intact() {
   assertEquals "schedule exit ($ERR)" 0 "$RC"
   assertEquals "schedule: no warning" "" "$ERR"
   python3 -c 'import json,sys; print(json.dumps({"id":"emo-imp","in":"3s","topic":"t","payload":sys.argv[1]}, ensure_ascii=False))' \
-    "$p" | run D import
+    "$p" >"$WORK/emo.ndjson"
+  run D import <"$WORK/emo.ndjson"
   assertEquals "import exit ($ERR)" 0 "$RC"
   assertEquals "import: no warning" "" "$ERR"
   assertEquals "fast-tracked" ENQUEUED "$(json_field "$(D get emo-fast)" state)"
