@@ -631,6 +631,8 @@ const char *json_raw(const json_doc *d, int t, size_t *n)
 
 /* ---------------------------------------------------------------- writer */
 
+static void escape(buf_t *b, const char *s, size_t n, int astral);
+
 void jw_init(json_w *w, buf_t *b)
 {
     memset(w, 0, sizeof *w);
@@ -673,7 +675,7 @@ void jw_arr_end(json_w *w) { jw_close(w, ']'); }
 void jw_key(json_w *w, const char *key)
 {
     jw_sep(w);
-    json_escape(w->b, key ? key : "", key ? strlen(key) : 0);
+    escape(w->b, key ? key : "", key ? strlen(key) : 0, w->ascii_astral);
     buf_addc(w->b, ':');
     w->after_key = 1;
 }
@@ -681,7 +683,7 @@ void jw_key(json_w *w, const char *key)
 void jw_strn(json_w *w, const char *s, size_t n)
 {
     jw_sep(w);
-    json_escape(w->b, s ? s : "", s ? n : 0);
+    escape(w->b, s ? s : "", s ? n : 0, w->ascii_astral);
 }
 
 void jw_str(json_w *w, const char *s)
@@ -729,7 +731,10 @@ void jw_raw(json_w *w, const char *json, size_t n)
     else buf_add(w->b, json, n);
 }
 
-void json_escape(buf_t *b, const char *s, size_t n)
+void json_escape(buf_t *b, const char *s, size_t n) { escape(b, s, n, 0); }
+void json_escape_astral(buf_t *b, const char *s, size_t n) { escape(b, s, n, 1); }
+
+static void escape(buf_t *b, const char *s, size_t n, int astral)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
@@ -741,6 +746,18 @@ void json_escape(buf_t *b, const char *s, size_t n)
         if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) { i++; continue; }
         if (c >= 0x80) {
             size_t bad = 1, l = utf8_seq(u + i, n - i, &bad);
+            if (l == 4 && astral) {
+                uint32_t cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(u[i + 1] & 0x3F) << 12) |
+                              ((uint32_t)(u[i + 2] & 0x3F) << 6) | (uint32_t)(u[i + 3] & 0x3F);
+                uint32_t hi = 0xD800 + ((cp - 0x10000) >> 10), lo = 0xDC00 + ((cp - 0x10000) & 0x3FF);
+                char e[12] = { '\\', 'u', hex[hi >> 12], hex[(hi >> 8) & 15], hex[(hi >> 4) & 15], hex[hi & 15],
+                               '\\', 'u', hex[lo >> 12], hex[(lo >> 8) & 15], hex[(lo >> 4) & 15], hex[lo & 15] };
+                buf_add(b, u + run, i - run);
+                buf_add(b, e, 12);
+                i += 4;
+                run = i;
+                continue;
+            }
             if (l) { i += l; continue; }
             buf_add(b, u + run, i - run);
             buf_add(b, "\xEF\xBF\xBD", 3);

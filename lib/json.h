@@ -94,6 +94,7 @@ typedef struct {
     int depth;
     unsigned char need_comma[JSON_MAX_DEPTH + 1];
     int after_key;
+    int ascii_astral;   /* 1: characters above U+FFFF as \uXXXX surrogate pairs (json_escape_astral) */
 } json_w;
 
 void jw_init(json_w *w, buf_t *b);
@@ -112,4 +113,10 @@ void jw_null(json_w *w);
 void jw_raw(json_w *w, const char *json, size_t n);    /* an already-serialised value */
 /* Appends s[0..n) as a quoted, escaped JSON string. */
 void json_escape(buf_t *b, const char *s, size_t n);
+/* The same, but characters above U+FFFF (4-byte UTF-8: emoji...) become
+ * \uXXXX\uXXXX surrogate-pair escapes, so no such character appears in the
+ * output. For the wire form, which is also the SQS message body: fauxqs
+ * refuses them in bodies (AWS accepts them), and every JSON reader
+ * (json_str included) decodes the pair back to the same UTF-8 bytes. */
+void json_escape_astral(buf_t *b, const char *s, size_t n);
 #endif

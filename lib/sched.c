@@ -790,6 +790,7 @@ void sched_wire_write(buf_t *out, const sched_wire *w)
 {
     json_w j;
     jw_init(&j, out);
+    j.ascii_astral = 1; /* the SQS body: see json_escape_astral */
     jw_obj(&j);
     jw_key(&j, "id");
     jw_str(&j, w->r.id);

@@ -514,7 +514,6 @@ int store_send_batch(store *s, sched_rec *const *recs, size_t n, int *ok)
     buf_t bodies[SQS_BATCH_MAX];
     sqs_send_entry ent[SQS_BATCH_MAX] = {{0}};
     aws_entry_result res[SQS_BATCH_MAX] = {{0}};
-    int64_t now = time_now_ms();
     for (size_t i = 0; i < n; i++) {
         bodies[i] = (buf_t)BUF_INIT;
         send_body(recs[i], &bodies[i]);
@@ -524,6 +523,9 @@ int store_send_batch(store *s, sched_rec *const *recs, size_t n, int *ok)
     size_t i = 0;
     while (i < n) {
         size_t j = i, total = 0, m = 0;
+        /* DelaySeconds from the clock just before this request: a batch
+         * split by size must not count from before the earlier requests. */
+        int64_t now = time_now_ms();
         while (j < n && m < SQS_BATCH_MAX && (m == 0 || total + bodies[j].len <= SQS_BODY_MAX)) {
             ent[m] = (sqs_send_entry){NULL, bodies[j].p, delay_seconds(recs[j]->due, now), NULL, 0};
             total += bodies[j].len;

@@ -164,9 +164,27 @@ int time_parse_at(const char *s, int64_t *ms, char *err, size_t errlen)
         return fail(err, errlen, "missing time zone: add Z or an offset like +01:00");
     }
     if (*p) return fail(err, errlen, "trailing characters after the time");
-    if (sec == 60) sec = 59, frac_ms = 999; /* a leap second: fire at its last representable ms */
     int64_t days = time_days_from_civil(Y, (unsigned)M, (unsigned)D);
-    *ms = ((days * 24 + h) * 60 + mi - off_min) * 60000 + (int64_t)sec * 1000 + frac_ms + round_up;
+    int64_t minute_ms = ((days * 24 + h) * 60 + mi - off_min) * 60000; /* the minute's start, UTC */
+    if (sec == 60) {
+        /* A leap second exists only as the last second of a UTC day, and
+         * only June 30 or December 31 have ever carried one (the IERS may
+         * announce one there; nothing is checked against past bulletins).
+         * 23:59:60.fff maps to the next day's 00:00:00.fff: epoch time
+         * has no 61st second, and that instant is never earlier than the
+         * one written, whether the clock steps (it repeats 23:59:59, so
+         * this fires up to 1 s late) or smears the leap second (the AWS
+         * and Google clocks, about 0.5 s behind at that moment). Mapping
+         * to 23:59:59.999, as before, fired up to 1 s early. */
+        int64_t md = minute_ms >= 0 ? minute_ms / 86400000 : -((-minute_ms + 86399999) / 86400000);
+        int64_t uy;
+        unsigned um, ud;
+        time_civil_from_days(md, &uy, &um, &ud);
+        if (minute_ms - md * 86400000 != 86340000 || !((um == 6 && ud == 30) || (um == 12 && ud == 31)))
+            return fail(err, errlen, "second 60 (a leap second) exists only at 23:59:60 UTC on June 30 or "
+                                     "December 31");
+    }
+    *ms = minute_ms + (int64_t)sec * 1000 + frac_ms + round_up;
     return 0;
 }
 

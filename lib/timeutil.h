@@ -18,6 +18,8 @@ int time_cond_init_mono(pthread_cond_t *c);
 
 /* "2026-11-21T14:03:07.250Z", "2026-11-21T15:03:07+01:00", "2026-11-21 14:03:07Z",
  * or epoch: "1763733787" (seconds), "1763733787.25" (seconds), "1763733787250" (ms, 13+ digits).
+ * Second 60 is accepted only at 23:59:60 UTC (after the offset) on June 30 or
+ * December 31, and maps to the next day's 00:00:00 plus the fraction.
  * 0, or -1 with a one-line reason in err. */
 int time_parse_at(const char *s, int64_t *ms, char *err, size_t errlen);
 /* "90s", "15m", "2h", "3d", "1w", "500ms", combinations "1h30m", a bare number = seconds.

@@ -8,6 +8,7 @@
  * "delayer: <field>: <problem>". Exit codes: see EXIT_* and `delayer help`. */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -82,8 +83,10 @@ static const help_entry helps[] = {
      "of seconds). Writes with BatchWriteItem (25) and sends due-soon ones with\n"
      "SendMessageBatch (10), retrying unprocessed items. Each bad line is\n"
      "reported on stderr as \"line N: FIELD: PROBLEM\" and skipped; the good\n"
-     "lines are all imported. A line whose id exists with the same content\n"
-     "counts as existing; with other content it is a bad line. A progress bar\n"
+     "lines are all imported. A line longer than 1648000 bytes (the longest a\n"
+     "valid schedule can be, JSON-escaped) is refused without being held.\n"
+     "A line whose id exists with the same content counts as existing; with\n"
+     "other content it is a bad line. A progress bar\n"
      "is drawn on stderr when it is a terminal; one summary line goes to\n"
      "stdout. --ids prints \"N<TAB>ID\" for every line imported or existing.\n"
      "Exit 0 when every line was imported or existed, 1 when a line was bad,\n"
@@ -989,6 +992,71 @@ static int cmd_import(args *a, globals *g)
     return code;
 }
 
+/* The longest valid import line, in bytes. What a valid line can hold is
+ * bounded by the limits it is checked against: the payload plus attribute
+ * names and values at most SCHED_MSG_MAX, the id SCHED_ID_MAX, the topic
+ * (an ARN: a 256-character name plus partition, region and account) at most
+ * 1 KiB, "at"/"in" at most 64 bytes (time_parse_at). In JSON each of those
+ * bytes takes at most 6 (a control character as \u00XX); 64 KiB more cover
+ * the keys, quotes, separators and whitespace. About 1.6 MB: a longer line
+ * cannot be a valid schedule, so it is refused without being held in
+ * memory (import_line skips to its newline). */
+#define IMPORT_TOPIC_MAX 1024
+#define IMPORT_LINE_MAX  (6 * ((size_t)SCHED_MSG_MAX + SCHED_ID_MAX + IMPORT_TOPIC_MAX + 64) + 65536)
+_Static_assert(IMPORT_LINE_MAX == 1648000, "the limit is quoted in `delayer help import` and delayer(1)");
+
+/* stdin read in blocks (read(2): a pipe's lines are taken as they come),
+ * handed out one line at a time with a bound. */
+typedef struct {
+    char blk[65536];
+    size_t pos, len;
+    int eof;
+} line_reader;
+
+/* Rows read but not yet written wait at most this long for more input
+ * (IMPORT_IDLE_MS without any) before they are written and fast-tracked:
+ * a row due in 3 s must not wait for a slow producer to fill a chunk. */
+#define IMPORT_IDLE_MS 100
+#define IMPORT_HOLD_MS 500
+
+/* The next line (without '\n') into *line, at most max bytes kept: a
+ * longer line is read through to its newline but not kept (*too_long = 1,
+ * line empty). *consumed: bytes read, newline included. With wait_ms >= 0,
+ * gives up when no input comes within wait_ms (returns 2; call again to
+ * go on with the same line). 1 a line, 0 end of input (or a read error). */
+static int import_line(line_reader *lr, buf_t *line, size_t max, size_t *consumed, int *too_long, int wait_ms)
+{
+    for (;;) {
+        if (lr->pos == lr->len) {
+            if (lr->eof) return *consumed > 0;
+            if (wait_ms >= 0) {
+                struct pollfd pf = {.fd = 0, .events = POLLIN};
+                int pr = poll(&pf, 1, wait_ms);
+                if (pr == 0) return 2;
+                if (pr < 0 && errno == EINTR) continue;
+            }
+            ssize_t r = read(0, lr->blk, sizeof lr->blk);
+            if (r < 0 && errno == EINTR) continue;
+            lr->pos = 0;
+            lr->len = r > 0 ? (size_t)r : 0;
+            if (r <= 0) {
+                lr->eof = 1;
+                continue;
+            }
+        }
+        char *start = lr->blk + lr->pos, *nl = memchr(start, '\n', lr->len - lr->pos);
+        size_t n = nl ? (size_t)(nl - start) : lr->len - lr->pos;
+        if (!*too_long && line->len + n > max) {
+            *too_long = 1;
+            buf_free(line); /* give back what the long line held so far */
+        }
+        if (!*too_long) buf_add(line, start, n);
+        lr->pos += n + (nl != NULL);
+        *consumed += n + (nl != NULL);
+        if (nl) return 1;
+    }
+}
+
 /* One input line being imported. */
 typedef struct {
     long line;
@@ -1276,15 +1344,37 @@ static void test_pause(void)
     for (int i = 0; i < 1200 && access(p, F_OK) != 0; i++) usleep(50000);
 }
 
+/* Sends the written fast-track rows among these 10 at a time; a failed
+ * send goes back to NEW. */
+static void send_rows(importer *im, irow *const *rows, size_t n)
+{
+    sched_rec *batch[10];
+    int ok[10];
+    size_t m = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && rows[i]->status == 1 && rows[i]->fast) batch[m++] = &rows[i]->r;
+        if (m == 10 || (i == n && m)) {
+            store_send_batch(im->s, batch, m, ok);
+            for (size_t j = 0; j < m; j++) {
+                if (ok[j]) continue;
+                if (store_unclaim(im->s, batch[j]->id, batch[j]->due, batch[j]->lease, NULL) == STORE_OK)
+                    batch[j]->state = SCHED_NEW;
+            }
+            m = 0;
+        }
+    }
+}
+
 /* Writes the pending rows: explicit ids one by one, conditionally
  * (put_one); generated ULIDs, which nothing else can have written, 25 at a
- * time with BatchWriteItem. */
+ * time with BatchWriteItem. Each written group's fast-track rows are sent
+ * as soon as it is written (the next writes would only delay them). */
 static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
 {
     sched_rec *batch[25];
-    irow *brow[25];
+    irow *brow[25], *erow[10];
     int ok[25];
-    size_t m = 0;
+    size_t m = 0, k = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n && rows[i].status == 0) {
             int explicit_id = rows[i].r.id != NULL;
@@ -1297,6 +1387,8 @@ static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
             }
             if (explicit_id) {
                 put_one(im, &rows[i]);
+                erow[k++] = &rows[i];
+                if (k == 10) { send_rows(im, erow, k); k = 0; }
                 continue;
             }
             brow[m] = &rows[i];
@@ -1309,29 +1401,11 @@ static void write_rows(importer *im, irow *rows, size_t n, int64_t now)
                 if (!ok[j]) line_error(im, brow[j]->line, im->s->err);
             }
             if (rc != STORE_OK) im->system_error = 1;
+            send_rows(im, brow, m);
             m = 0;
         }
     }
-}
-
-/* Sends the fast-track rows 10 at a time; a failed send goes back to NEW. */
-static void send_rows(importer *im, irow *rows, size_t n)
-{
-    sched_rec *batch[10];
-    int ok[10];
-    size_t m = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (i < n && rows[i].status == 1 && rows[i].fast) batch[m++] = &rows[i].r;
-        if (m == 10 || (i == n && m)) {
-            store_send_batch(im->s, batch, m, ok);
-            for (size_t j = 0; j < m; j++) {
-                if (ok[j]) continue;
-                if (store_unclaim(im->s, batch[j]->id, batch[j]->due, batch[j]->lease, NULL) == STORE_OK)
-                    batch[j]->state = SCHED_NEW;
-            }
-            m = 0;
-        }
-    }
+    send_rows(im, erow, k);
 }
 
 static void progress(importer *im, int done)
@@ -1357,8 +1431,7 @@ static void flush_chunk(importer *im)
     int64_t now = time_now_ms();
     check_existing(im, im->rows, im->n);
     test_pause();
-    write_rows(im, im->rows, im->n, now);
-    send_rows(im, im->rows, im->n);
+    write_rows(im, im->rows, im->n, now); /* and sends the fast-track ones */
     for (size_t i = 0; i < im->n; i++) {
         irow *row = &im->rows[i];
         if (row->status == 1) {
@@ -1383,32 +1456,58 @@ static int import_main(store *s, int print_ids)
 {
     importer im = {0};
     struct stat st;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
+    static line_reader lr;
+    buf_t lb = BUF_INIT;
+    size_t len;
+    int too_long;
     im.s = s;
     im.print_ids = print_ids;
     im.counts = store_counts_new();
     im.t0 = time_now_ms();
     im.tty = isatty(2);
     if (fstat(0, &st) == 0 && S_ISREG(st.st_mode)) im.total_bytes = st.st_size;
-    while ((len = getline(&line, &cap, stdin)) >= 0) {
-        im.bytes += len;
-        size_t n = (size_t)len;
+    int64_t pending_since = 0;
+    for (;;) {
+        buf_reset(&lb);
+        len = 0;
+        too_long = 0;
+        int got;
+        for (;;) {
+            int wait = -1;
+            if (im.n) {
+                int64_t left = pending_since + IMPORT_HOLD_MS - time_mono_ms();
+                wait = left < 0 ? 0 : left < IMPORT_IDLE_MS ? (int)left : IMPORT_IDLE_MS;
+            }
+            if ((got = import_line(&lr, &lb, IMPORT_LINE_MAX, &len, &too_long, wait)) != 2) break;
+            flush_chunk(&im); /* the input paused: write (and send) what is read */
+        }
+        if (!got) break;
+        im.bytes += (off_t)len;
+        if (too_long) {
+            char e[120];
+            snprintf(e, sizeof e, "line longer than %zu bytes (the longest a valid schedule can be), skipped",
+                     (size_t)IMPORT_LINE_MAX);
+            line_error(&im, ++im.lines, e);
+            continue;
+        }
+        const char *line = lb.p ? lb.p : "";
+        size_t n = lb.len;
         while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
         if (n == 0) {
             im.lines++; /* blank lines are skipped, but counted for numbering */
             continue;
         }
+        size_t before = im.n;
         parse_line(&im, line, n, time_now_ms());
-        if (im.n >= 100) flush_chunk(&im);
+        if (!before && im.n) pending_since = time_mono_ms();
+        if (im.n >= 100 || (im.n && time_mono_ms() - pending_since >= IMPORT_HOLD_MS)) flush_chunk(&im);
     }
     if (im.n) flush_chunk(&im);
     progress(&im, 1);
     double t = (double)(time_now_ms() - im.t0) / 1000.0;
     printf("imported %ld (%ld fast-tracked), %ld existed, %ld failed; %ld lines in %.1f s (%.0f/s)\n", im.imported,
            im.fast, im.existed, im.bad, im.lines, t, t > 0 ? (double)im.imported / t : 0.0);
-    free(line);
+    buf_free(&lb);
     free(im.rows);
     store_counts_free(im.counts);
     return im.system_error ? EXIT_SYSTEM : im.bad ? EXIT_REFUSED : EXIT_OK;

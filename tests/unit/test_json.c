@@ -1,6 +1,7 @@
 /* Unit tests for lib/json.c: the strict reader, value decoding, the writer. */
 #include "t.h"
 #include "json.h"
+#include "sched.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -982,6 +983,81 @@ static void error_is_one_line(void)
     CHECK_INT(strlen(d.err), sizeof d.err - 1);
 }
 
+/* Issue 10: characters above U+FFFF (emoji) leave the wire form (the SQS
+ * body) as \uXXXX surrogate pairs, so the body is ASCII for them (fauxqs
+ * refuses them in SQS bodies, AWS accepts them), and the reader gives back
+ * the very same UTF-8 bytes. */
+static void astral_escaped_as_pairs(void)
+{
+    buf_t b = BUF_INIT, o = BUF_INIT;
+    json_escape_astral(&b, "caf\xC3\xA9 \xF0\x9F\x98\x80 \xE2\x82\xAC", 14);
+    CHECK_STR(buf_str(&b), "\"caf\xC3\xA9 \\ud83d\\ude00 \xE2\x82\xAC\"");
+    /* the boundaries: U+10000, U+10FFFF, U+1D11E; U+FFFF and U+FFFD stay raw */
+    buf_reset(&b);
+    json_escape_astral(&b, "\xF0\x90\x80\x80\xF4\x8F\xBF\xBF\xF0\x9D\x84\x9E\xEF\xBF\xBF\xEF\xBF\xBD", 18);
+    CHECK_STR(buf_str(&b), "\"\\ud800\\udc00\\udbff\\udfff\\ud834\\udd1e\xEF\xBF\xBF\xEF\xBF\xBD\"");
+    /* invalid UTF-8 is still replaced, control characters still escaped */
+    buf_reset(&b);
+    json_escape_astral(&b, "\xF0\x9F\x98\n", 4);
+    CHECK_STR(buf_str(&b), "\"\xEF\xBF\xBD\\n\"");
+    /* every astral code point in steps decodes back to its own bytes */
+    for (uint32_t cp = 0x10000; cp <= 0x10FFFF; cp += 0x3FF) {
+        char in[6] = {(char)(0xF0 | (cp >> 18)), (char)(0x80 | ((cp >> 12) & 0x3F)),
+                      (char)(0x80 | ((cp >> 6) & 0x3F)), (char)(0x80 | (cp & 0x3F)), 'x', 0};
+        buf_reset(&b);
+        json_escape_astral(&b, in, 5);
+        for (size_t i = 0; i < b.len; i++) CHECK((unsigned char)b.p[i] < 0x80);
+        json_doc d;
+        CHECK_INT(json_parse(&d, b.p, b.len), 0);
+        CHECK_INT(json_str(&d, 0, &o), 0);
+        CHECK(o.len == 5 && memcmp(o.p, in, 5) == 0);
+        json_free(&d);
+    }
+    /* the writer: only with ascii_astral; plain json_escape keeps them raw */
+    json_w w;
+    buf_reset(&b);
+    jw_init(&w, &b);
+    w.ascii_astral = 1;
+    jw_obj(&w);
+    jw_key(&w, "k\xF0\x9F\x98\x80");
+    jw_str(&w, "\xF0\x9F\x98\x80");
+    jw_obj_end(&w);
+    CHECK_STR(buf_str(&b), "{\"k\\ud83d\\ude00\":\"\\ud83d\\ude00\"}");
+    buf_reset(&b);
+    jw_init(&w, &b);
+    jw_str(&w, "\xF0\x9F\x98\x80");
+    CHECK_STR(buf_str(&b), "\"\xF0\x9F\x98\x80\"");
+    buf_free(&b);
+    buf_free(&o);
+}
+
+/* The wire form (the SQS body) of a payload and attribute with emoji: no
+ * byte of a 4-byte UTF-8 sequence in it, and read back byte-identical. */
+static void wire_astral_round_trip(void)
+{
+    const char *payload = "hi \xF0\x9F\x98\x80\xF0\x9F\x8E\x89 \xC3\xA9\x01";
+    sched_wire w, back;
+    sched_wire_init(&w);
+    sched_wire_init(&back);
+    w.r.id = strdup("emoji-1");
+    w.r.due = 1795269787250LL;
+    w.r.topic = strdup("arn:aws:sns:us-east-1:000000000000:t");
+    sched_set_payload(&w.r, payload, strlen(payload));
+    sched_attr_add(&w.r, "k", "v\xF0\x9F\x98\x80");
+    memset(w.r.chash, 'a', sizeof w.r.chash - 1);
+    buf_t b = BUF_INIT;
+    sched_wire_write(&b, &w);
+    for (size_t i = 0; i < b.len; i++) CHECK((unsigned char)b.p[i] < 0xF0);
+    CHECK(strstr(buf_str(&b), "hi \\ud83d\\ude00\\ud83c\\udf89 \xC3\xA9\\u0001") != NULL);
+    char err[200] = "";
+    CHECK_INT(sched_wire_read(b.p, b.len, &back, err, sizeof err), 0);
+    CHECK(back.r.psize == strlen(payload) && memcmp(back.r.payload, payload, strlen(payload)) == 0);
+    CHECK(back.r.nattrs == 1 && !strcmp(back.r.attrs[0].value, "v\xF0\x9F\x98\x80"));
+    buf_free(&b);
+    sched_wire_free(&w);
+    sched_wire_free(&back);
+}
+
 T_MAIN(
     T(scalars),
     T(tokens_and_sizes),
@@ -1011,4 +1087,5 @@ T_MAIN(
     T(writer_f64),
     T(writer_round_trip),
     T(error_is_one_line),
-)
+    T(astral_escaped_as_pairs),
+    T(wire_astral_round_trip))

@@ -96,5 +96,36 @@ static void durations(void)
     CHECK_INT(dur("5s5"), -1);
 }
 
+/* Issue 10, finding 9: second 60 is a leap second only at 23:59:60 UTC on
+ * June 30 or December 31; it maps to the next day's 00:00:00 plus the
+ * fraction (never earlier than written), and is refused anywhere else. */
+static void leap_second(void)
+{
+    int64_t next = at("2017-01-01T00:00:00Z");
+    CHECK_INT(at("2016-12-31T23:59:60Z"), next);
+    CHECK_INT(at("2016-12-31T23:59:60.250Z"), next + 250);
+    CHECK_INT(at("2016-12-31T23:59:60.2501Z"), next + 251);
+    CHECK(at("2016-12-31T23:59:60.999Z") > at("2016-12-31T23:59:59.999Z"));
+    CHECK_INT(at("2015-06-30T23:59:60Z"), at("2015-07-01T00:00:00Z"));
+    /* the same instant written with an offset */
+    CHECK_INT(at("2017-01-01T08:59:60.5+09:00"), next + 500);
+    CHECK_INT(at("2016-12-31T18:59:60-05:00"), next);
+    CHECK_INT(at("2015-06-30T19:29:60-04:30"), at("2015-07-01T00:00:00Z"));
+    const char *bad[] = {"2026-11-21T14:03:60Z", "2016-12-31T23:58:60Z", "2016-12-30T23:59:60Z",
+        "2016-12-31T23:59:60+01:00", "2017-01-01T00:59:60Z", "2016-06-30T22:59:60Z",
+        "2016-12-31T23:59:61Z", NULL};
+    for (int i = 0; bad[i]; i++) {
+        int64_t ms = -42;
+        char err[128] = "";
+        CHECK(time_parse_at(bad[i], &ms, err, sizeof err) == -1);
+        CHECK(err[0] != '\0');
+        CHECK_INT(ms, -42);
+    }
+    char err[128] = "";
+    int64_t ms;
+    time_parse_at("2026-11-21T14:03:60Z", &ms, err, sizeof err);
+    CHECK(strstr(err, "leap second") != NULL);
+}
+
 T_MAIN(T(rfc3339_utc), T(rfc3339_offsets), T(fractions_round_up), T(epoch_forms), T(refused),
-       T(format_roundtrip), T(durations))
+       T(format_roundtrip), T(durations), T(leap_second))
