@@ -79,7 +79,7 @@ sanitize: setup
 # The long variants of the reliability suites (docs/reliability.md): crash
 # chaos with 5,000 schedules over 3 minutes and 3 pause rounds, 2,000
 # schedules through each server fault with a 30 s outage, a backlog of
-# 3,000 messages of 200 KB through a slow DynamoDB. About 20 minutes.
+# 2,000 messages of 200 KB through a slow DynamoDB. About 20 minutes.
 # Override any number: make soak CHAOS_N=10000. The measured numbers are
 # collected in $(SOAK_REPORT).
 CHAOS_N       ?= 5000
@@ -87,7 +87,7 @@ CHAOS_SECONDS ?= 180
 CHAOS_PAUSES  ?= 3
 FAULTS_N      ?= 2000
 FAULTS_OUTAGE ?= 30
-BP_N          ?= 3000
+BP_N          ?= 2000
 SOAK_REPORT   ?= $(BUILD)/soak-report.txt
 soak: setup all
 	@mkdir -p $(dir $(SOAK_REPORT)); : >$(SOAK_REPORT); rc=0; \

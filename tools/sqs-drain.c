@@ -396,6 +396,7 @@ typedef struct {
     size_t nh, caph;
     int probing;               /* handed back once already: hold without limit */
     int64_t last_sent;         /* mono ms of the last record the downstream took */
+    int slow_sends;            /* sends in a row that waited SLOW_SEND_MS or more */
     int fatal;                 /* stdout's reader is gone */
     uint64_t sent, invalid;
 } drain;
@@ -510,15 +511,20 @@ static int send_line(drain *d, const char *line, size_t len, const char *mid, in
 {
     int64_t t0 = time_mono_ms();
     int rc = zpipe_out_send(d->out, line, len, timeout_ms);
+    int err = errno;
     int64_t now = time_mono_ms();
-    if (G.short_vis > 0 && (rc < 0 || now - t0 >= SLOW_SEND_MS)) {
-        /* The pipe is full: what is received next may wait in it, or here,
-         * longer than the short visibility. */
+    /* Two sends in a row that waited (one could be a stall of this thread
+     * on a busy machine), or one that gave up: the pipe is full. */
+    d->slow_sends = now - t0 >= SLOW_SEND_MS ? d->slow_sends + 1 : 0;
+    if (G.short_vis > 0 && ((rc < 0 && err == EAGAIN) || d->slow_sends >= 2)) {
+        /* What is received next may wait in the pipe, or here, longer than
+         * the short visibility. */
         pthread_mutex_lock(&G.mu);
         if (now >= G.slow_until) log_ev(LOG_INFO, "downstream is slow: receiving with the queue's visibility", NULL);
         G.slow_until = now + SLOW_FOR_MS;
         pthread_mutex_unlock(&G.mu);
     }
+    errno = err;
     if (rc == 0) {
         d->last_sent = now;
         d->sent++;
