@@ -7,13 +7,13 @@
 # reading at its bound, every stage's peak RSS (VmHWM) stays under its
 # documented bound (docs/architecture.md, "Memory bounds"), nothing was
 # restarted, and every schedule ends PUBLISHED.
-#   BP_N        schedules (1000; `make soak`: more)
+#   BP_N        schedules (600; `make soak`: 2000)
 #   BP_KB       payload size, KB (200)
 #   BP_LATENCY  added to every DynamoDB request, s (0.1)
 #   BP_PUBLISH_OPTS  sns-publish's bound options ("--max-held 40 --max-held-mb 8")
 . "$(dirname "$0")/../lib/chaos.sh"
 
-N=${BP_N:-1000}
+N=${BP_N:-600}
 KB=${BP_KB:-200}
 LAT=${BP_LATENCY:-0.1}
 PUB_OPTS=${BP_PUBLISH_OPTS---max-held 40 --max-held-mb 8}
