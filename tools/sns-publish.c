@@ -115,6 +115,7 @@
 #define SNS_REQ_MAX  262144     /* PublishBatch: all entries together */
 #define FIFO_ID_MAX  128        /* MessageGroupId / MessageDeduplicationId */
 #define FULL_POLL_MS 20         /* at the memory bound, how often it looks again */
+#define FULL_LOG_MS  10000      /* ...and how often it says so */
 
 /* ------------------------------------------------------------ options */
 
@@ -1131,6 +1132,7 @@ typedef struct {
     heap h;                     /* held until due - commit-lead */
     zpipe_in *in;
     buf_t msg;
+    int64_t full_logged;        /* mono ms of the last "memory bound reached" warning */
 } reader;
 
 /* One input record: held, deferred, passed on or rejected. */
@@ -1208,7 +1210,12 @@ static int read_loop(reader *r)
          * threads). */
         if (!eof && held_full() != full) {
             full = !full;
-            log_ev(full ? LOG_WARN : LOG_INFO, full ? "memory bound reached: not reading the input" : "reading the input again",
+            /* at most one warning per FULL_LOG_MS: under a backlog the
+             * bound is reached again with every record that leaves */
+            int64_t now = time_mono_ms();
+            int warn = full && now - r->full_logged >= FULL_LOG_MS;
+            if (warn) r->full_logged = now;
+            log_ev(warn ? LOG_WARN : LOG_DEBUG, full ? "memory bound reached: not reading the input" : "reading the input again",
                    "held", log_i64((int64_t)__atomic_load_n(&P.held_n, __ATOMIC_RELAXED)), "held_bytes",
                    log_i64((int64_t)__atomic_load_n(&P.held_bytes, __ATOMIC_RELAXED)), NULL);
         }
