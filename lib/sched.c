@@ -831,6 +831,10 @@ void sched_wire_write(buf_t *out, const sched_wire *w)
         jw_key(&j, "rt");
         jw_i64(&j, w->rt);
     }
+    if (w->rv) {
+        jw_key(&j, "rv");
+        jw_i64(&j, w->rv);
+    }
     jw_obj_end(&j);
     buf_addc(out, '\n');
 }
@@ -898,6 +902,7 @@ static int wire_fields(json_doc *d, sched_wire *w, buf_t *tmp, buf_t *tmp2, char
         wire_i64(d, 0, "lease", &w->r.lease, 0, err, errlen) < 0 ||
         wire_i64(d, 0, "rc", &w->rc, 0, err, errlen) < 0 ||
         wire_i64(d, 0, "rt", &w->rt, 0, err, errlen) < 0 ||
+        wire_i64(d, 0, "rv", &w->rv, 0, err, errlen) < 0 ||
         wire_str(d, 0, "chash", &chash, 1, tmp, err, errlen) < 0 ||
         wire_str(d, 0, "mid", &w->mid, 0, tmp, err, errlen) < 0 ||
         wire_str(d, 0, "rh", &w->rh, 0, tmp, err, errlen) < 0 ||

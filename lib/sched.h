@@ -178,7 +178,8 @@ int sched_item_read(json_doc *d, int item, sched_rec *r, char *err, size_t errle
  *   "mid" SQS MessageId, "rh" receipt handle, "rc" receive count,
  *   "rt" when the receive (or the last visibility extension) happened, epoch
  *   ms: the holder of "rh" owns the message until rt + visibility timeout
- *   (after that SQS may hand it to another consumer),
+ *   (after that SQS may hand it to another consumer), "rv" that visibility
+ *   timeout in seconds when it is not the queue's (sqs-drain --visibility),
  *   "report" what happened (for state-update: e.g. "pushed", "push_failed",
  *   "published", "publish_failed", "dead", "invalid"), "error" "Code: message".
  * "nopayload":true means the payload was left out (the body would exceed
@@ -187,7 +188,7 @@ typedef struct {
     sched_rec r;           /* id, due, topic, payload, attrs, chash, lease */
     int nopayload;
     char *mid, *rh, *report, *error;   /* NULL when absent */
-    int64_t rc, rt;        /* 0 when absent */
+    int64_t rc, rt, rv;    /* 0 when absent */
 } sched_wire;
 
 void sched_wire_init(sched_wire *w);

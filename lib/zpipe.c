@@ -653,8 +653,13 @@ static int sock_options(void *s, int type, const zpipe_opts *o, char *err, size_
     SET(ZMQ_TCP_KEEPALIVE_IDLE, 60);
     SET(ZMQ_TCP_KEEPALIVE_INTVL, 10);
     SET(ZMQ_TCP_KEEPALIVE_CNT, 3);
-    SET(ZMQ_HEARTBEAT_IVL, 10000);
-    SET(ZMQ_HEARTBEAT_TIMEOUT, 30000);
+    /* No ZMTP heartbeats: a reader that stops reading at its memory bound
+     * (backpressure, e.g. sns-publish --max-held) cannot see its peer's
+     * PINGs, so the heartbeat timed the healthy connection out; the
+     * reconnection then hit libzmq 4.3.4's "Assertion failed:
+     * _input_stopped" (libzmq issues 3937, 4767) and aborted the process.
+     * TCP keepalive notices a half-open tcp:// peer; an ipc:// peer that
+     * dies closes its socket. */
 #undef SET
     return 0;
 }

@@ -30,8 +30,10 @@
  *         sends a bigger message is disconnected; it cannot exhaust memory;
  *         MAXMSGSIZE is max_msg + 64 KiB, so a record just over max_msg is
  *         still received, logged and dropped instead of cutting the link).
- *   Both: TCP keepalive (60 s idle, 10 s x 3 probes) and ZMTP heartbeats
- *         (10 s, 30 s timeout) so a half-open connection is noticed.
+ *   Both: TCP keepalive (60 s idle, 10 s x 3 probes) so a half-open
+ *         connection is noticed. No ZMTP heartbeats: a reader stopped at its
+ *         high-water mark cannot answer them, and the time-out and
+ *         reconnection that follow abort libzmq 4.3.4 (issue 3937).
  *
  * Transport security (docs/security.md):
  *   CURVE (RFC 26) on tcp:// sockets, when zpipe_opts names a secret key:

@@ -77,7 +77,17 @@
 #define MINUTE_MS       60000
 #define LAG_MS          5000   /* index eventual consistency and clock skew */
 #define SEND_TIMEOUT_MS 1000   /* a downstream that takes longer is "blocked" */
-#define HOLD_MARGIN_MS  5000   /* unclaim a held record this long before its lease ends */
+#define HOLD_MARGIN_MS  5000   /* unclaim a held record this long before its lease ends (at most half the slack) */
+/* The slack of a claim's lease: lease = max(due, now) + slack, with slack =
+ * min(grace, CLAIM_SLACK_MS). The lease only matters when the record is lost
+ * before SQS has it (the scanner or sqs-push killed, a pipe lost): the
+ * schedule is re-claimed that long after due (plus a tick), and the lease
+ * pass below finds it at once. A re-claim while the first message is only
+ * slow (the pipeline more than the slack late) pushes a second SQS copy:
+ * safe (the first copy to commit wins, the other finds PUBLISHED with
+ * another pub_msg and is dropped), it costs a few requests, and the
+ * re-claim's lease doubles (slack * 2^claims). */
+#define CLAIM_SLACK_MS  2000
 #define STRIKES_MAX     3      /* failed claims of one row before it is set aside or skipped */
 #define STRIKES_KEPT    64     /* ids with strikes remembered (bounded memory) */
 
@@ -121,6 +131,8 @@ typedef struct {
     int fatal;          /* stdout's reader is gone: stop the process */
     int64_t recovery_ms;    /* time the recovery passes may take per tick (0: no limit, --once) */
     int64_t recovery_until; /* mono ms: this tick's recovery passes stop starting Queries */
+    int64_t slack_ms;       /* a claim's lease slack (CLAIM_SLACK_MS) */
+    int64_t tick_ms;
     tick_stats t;
     strike_t strikes[STRIKES_KEPT];
     uint64_t strike_clock;
@@ -239,7 +251,7 @@ static int held_retry(scanner *sc)
         return 1;
     }
     if (errno == EPIPE) sc->fatal = 1;
-    if (sc->fatal || time_now_ms() >= h->lease - HOLD_MARGIN_MS) {
+    if (sc->fatal || time_now_ms() >= h->lease - min64(HOLD_MARGIN_MS, sc->slack_ms / 2)) {
         unclaim(sc, h->id, h->due, h->lease, sc->fatal ? "output closed" : "held until its lease nearly ran out");
         held_drop(h);
     }
@@ -410,12 +422,12 @@ static int claim_failed(scanner *sc, const store_due_row *row, int64_t written_l
 
 /* ------------------------------------------------------------ claiming */
 
-/* NEW -> ENQUEUED, lease = max(due, now) + grace. */
+/* NEW -> ENQUEUED, lease = max(due, now) + slack. */
 static int claim_new(scanner *sc, const store_due_row *row, int64_t now)
 {
     sched_rec old;
     sched_rec_init(&old);
-    int64_t lease = max64(row->due, now) + sc->s->conf.grace_ms;
+    int64_t lease = max64(row->due, now) + sc->slack_ms;
     int rc = store_claim(sc->s, row->id, lease, &old), h;
     if (rc == STORE_OK && old.id) {
         sc->t.claimed++;
@@ -435,13 +447,15 @@ static int claim_new(scanner *sc, const store_due_row *row, int64_t now)
     return h;
 }
 
-/* ENQUEUED with an expired lease -> ENQUEUED with a back-off lease (never
- * before due + grace: the message it sends may wait in SQS until due). */
+/* ENQUEUED with an expired lease -> ENQUEUED with a back-off lease, now +
+ * slack * 2^min(claims, 5) (never before due + slack: the message it sends
+ * may wait in SQS until due). */
 static int reclaim(scanner *sc, const store_due_row *row, int64_t now)
 {
     sched_rec old;
     sched_rec_init(&old);
-    int64_t lease = max64(store_reclaim_lease(sc->s, now, row->claims), max64(row->due, now) + sc->s->conf.grace_ms);
+    int64_t lease = max64(now + (sc->slack_ms << (row->claims < 0 ? 0 : row->claims > 5 ? 5 : row->claims)),
+                          max64(row->due, now) + sc->slack_ms);
     int rc = store_reclaim(sc->s, row->id, row->due, row->lease, lease, &old), h;
     if (rc == STORE_OK && old.id) {
         sc->t.reclaimed++;
@@ -500,6 +514,29 @@ static int query(scanner *sc, int64_t minute, int shard, int64_t from, int64_t t
     log_ev(LOG_WARN, "due index query failed", "shard", log_i64(shard), "minute", log_i64(minute),
            "error", sc->s->err, NULL);
     return -1;
+}
+
+/* ------------------------------------------------------------ lease pass */
+
+/* Leases that ran out lately: due in [now - slack - LAG - 2 ticks, now -
+ * slack], below what the main pass reads this tick (from its cursor - LAG).
+ * A claim lost on its way to SQS is re-claimed here a tick after its lease
+ * ran out, instead of when the recovery pass reaches its minute (up to
+ * grace later). Normally empty: a schedule leaves the due index when it is
+ * published, before due. A failed Query is only logged (the recovery pass
+ * covers it). */
+static void lease_pass(scanner *sc, shard_st *st, int64_t now)
+{
+    int64_t hi = min64(now - sc->slack_ms, st->cursor - LAG_MS - 1);
+    int64_t lo = now - sc->slack_ms - LAG_MS - 2 * sc->tick_ms;
+    for (int64_t m = floor_div(lo, MINUTE_MS); lo <= hi && m <= floor_div(hi, MINUTE_MS); m++) {
+        store_due_rows rows = {0};
+        int64_t stop_due;
+        int stop = stage_should_stop() || sc->blocked || query(sc, m, st->shard, lo, hi, &rows) < 0 ||
+                   handle_rows(sc, &rows, &stop_due) != H_SKIP;
+        store_due_rows_free(&rows);
+        if (stop) break;
+    }
 }
 
 /* ------------------------------------------------------------ main pass */
@@ -617,7 +654,10 @@ static void tick(scanner *sc)
     int64_t started = time_mono_ms(), now = time_now_ms();
     memset(&sc->t, 0, sizeof sc->t);
     sc->blocked = sc->held.has && !held_retry(sc);
-    for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) main_pass(sc, &sc->sh[i], now);
+    for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) {
+        lease_pass(sc, &sc->sh[i], now);
+        main_pass(sc, &sc->sh[i], now);
+    }
     sc->recovery_until = sc->recovery_ms ? time_mono_ms() + sc->recovery_ms : INT64_MAX;
     for (size_t i = 0; i < sc->nsh && !sc->blocked; i++) recovery_pass(sc, &sc->sh[i], now);
     log_tick(sc, started);
@@ -695,8 +735,11 @@ int main(int argc, char **argv)
         return STAGE_EXIT_SYSTEM;
     }
     log_ev(LOG_INFO, "scanning", "shards", log_i64((int64_t)sc.nsh), "of", log_i64(sc.s->conf.shards),
-           "window_ms", log_i64(sc.s->conf.window_ms), "grace_ms", log_i64(sc.s->conf.grace_ms), NULL);
+           "window_ms", log_i64(sc.s->conf.window_ms), "grace_ms", log_i64(sc.s->conf.grace_ms),
+           "lease_slack_ms", log_i64(min64(sc.s->conf.grace_ms, CLAIM_SLACK_MS)), NULL);
     sc.recovery_ms = so.once ? 0 : max64(so.tick_ms, 1000);
+    sc.slack_ms = min64(sc.s->conf.grace_ms, CLAIM_SLACK_MS);
+    sc.tick_ms = so.tick_ms;
     stage_ready(&o);
     while (!stage_should_stop() && !sc.fatal) {
         int64_t next = time_mono_ms() + so.tick_ms;

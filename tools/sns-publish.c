@@ -114,6 +114,8 @@
 #define OUTBOX_MAX   10000      /* reports kept while the output does not take them */
 #define SNS_REQ_MAX  262144     /* PublishBatch: all entries together */
 #define FIFO_ID_MAX  128        /* MessageGroupId / MessageDeduplicationId */
+#define FULL_POLL_MS 20         /* at the memory bound, how often it looks again */
+#define FULL_LOG_MS  10000      /* ...and how often it says so */
 
 /* ------------------------------------------------------------ options */
 
@@ -127,6 +129,8 @@ static const stage_opt opts[] = {
     {"delete-flush", "DURATION", "longest wait to fill a DeleteMessageBatch [250ms]"},
     {"commit-threads", "N", "concurrent DynamoDB commits, 1-16 [4]"},
     {"publish-threads", "N", "concurrent PublishBatch requests, 1-16 [2]"},
+    {"max-held", "N", "records held in memory at most; at the bound the input is not read (sqs-drain stops receiving, SQS keeps the rest) [10000]"},
+    {"max-held-mb", "MB", "bytes of records held in memory at most, in MiB (the same) [64]"},
     {NULL, NULL, NULL}};
 
 static const stage_spec spec = {
@@ -137,11 +141,13 @@ typedef struct {
     const char *prefix, *queue;
     int64_t lead_ms, linger_ms, max_hold_ms, backoff_ms, del_flush_ms;
     int ncommit, npublish;
+    long max_held;
+    size_t max_held_bytes;
 } config;
 
 static int read_config(const stage_opts *o, config *c)
 {
-    long ncommit, npublish;
+    long ncommit, npublish, mb;
     if (stage_opt_queue(o, 0, &c->queue) < 0 || stage_opt_prefix(o, &c->prefix) < 0 ||
         stage_opt_duration(o, "commit-lead", 50, 10000, &c->lead_ms) < 0 ||
         stage_opt_duration(o, "linger", 5, 1000, &c->linger_ms) < 0 ||
@@ -149,8 +155,11 @@ static int read_config(const stage_opts *o, config *c)
         stage_opt_duration(o, "retry-backoff", 2000, BACKOFF_MAX * 1000, &c->backoff_ms) < 0 ||
         stage_opt_duration(o, "delete-flush", 250, 10000, &c->del_flush_ms) < 0 ||
         stage_opt_long(o, "commit-threads", 1, 16, 4, &ncommit) < 0 ||
-        stage_opt_long(o, "publish-threads", 1, 16, 2, &npublish) < 0)
+        stage_opt_long(o, "publish-threads", 1, 16, 2, &npublish) < 0 ||
+        stage_opt_long(o, "max-held", 1, 10000000, 10000, &c->max_held) < 0 ||
+        stage_opt_long(o, "max-held-mb", 1, 1048576, 64, &mb) < 0)
         return STAGE_EXIT_USAGE;
+    c->max_held_bytes = (size_t)mb << 20;
     c->ncommit = (int)ncommit;
     c->npublish = (int)npublish;
     if (c->del_flush_ms < 1) c->del_flush_ms = 1;   /* the tail's timer: 0 would spin */
@@ -173,6 +182,9 @@ typedef struct item {
     int vis;                    /* F_RELEASE / F_FAILED: visibility, s */
     int registered;
     int64_t ext_at;             /* mono ms: extend visibility then (registry) */
+    int vis_s;                  /* its visibility timeout: the receive's ("rv") or the queue's */
+    int in_del;                 /* the tail holds it for DeleteMessageBatch */
+    size_t mem;                 /* bytes counted against --max-held-mb */
     int64_t vis_until;          /* mono ms: the message may be another's from then on
                                  * (atomic: the tail writes it, workers read it) */
     int64_t attempts;           /* after the commit */
@@ -186,8 +198,11 @@ typedef struct item {
     int64_t del_retry_at;       /* mono ms: try the delete again then */
 } item;
 
+static void held_sub(size_t mem);
+
 static void item_free(item *it)
 {
+    held_sub(it->mem);
     sched_wire_free(&it->w);
     free(it->line);
     free(it->error);
@@ -282,9 +297,33 @@ static struct {
     uint64_t n_in, n_published, n_dropped, n_failed, n_released, n_deferred, n_rejected, n_replayed, n_expired;
     uint64_t late_max_us;
     uint64_t r_publish, r_delete, r_visibility;   /* requests made (not counting retries) */
+    /* --max-held / --max-held-mb: records in memory, from input to free */
+    size_t held_n, held_bytes;
 } P;
 
 #define COUNT(x) __atomic_fetch_add(&P.x, 1, __ATOMIC_RELAXED)
+
+/* The memory bound (--max-held, --max-held-mb): every record read counts
+ * from its arrival until it is freed, whichever thread frees it. */
+static void held_add(item *it, size_t mem)
+{
+    it->mem = mem;
+    __atomic_fetch_add(&P.held_n, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&P.held_bytes, mem, __ATOMIC_RELAXED);
+}
+
+static void held_sub(size_t mem)
+{
+    if (!mem) return;
+    __atomic_fetch_sub(&P.held_n, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&P.held_bytes, mem, __ATOMIC_RELAXED);
+}
+
+static int held_full(void)
+{
+    return __atomic_load_n(&P.held_n, __ATOMIC_RELAXED) >= (size_t)P.cfg.max_held ||
+           __atomic_load_n(&P.held_bytes, __ATOMIC_RELAXED) >= P.cfg.max_held_bytes;
+}
 
 static int64_t ts_ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
 
@@ -336,13 +375,23 @@ static int backoff_s(int64_t rc)
  * the timeout, checked once a second: well before the guard starts) and
  * sets it to 0 when SQS says the receipt no longer holds the message. */
 #define VIS_GUARD_MAX_MS 5000
+#define SHORT_VIS_MS     5000   /* a visibility up to this is "short" (see vis_set) */
+#define EXT_MARGIN_MS    400    /* extend a short one this long before vis_until */
+#define EXT_CHECK_MS     100    /* the tail looks for messages to extend this often */
 
 static void to_tail(item *it, int fate);
 
+/* Also sets when the tail extends it (ext_at): a long visibility at half
+ * its time; a short one (sqs-drain --visibility, a few seconds: a killed
+ * holder's messages come back that soon) only EXT_MARGIN_MS before
+ * vis_until, so that a message published and deleted on time, the usual
+ * case, needs no extension at all. Called by the tail, or before the item
+ * is registered. */
 static void vis_set(item *it, int64_t from_mono_ms)
 {
-    int64_t vis = (int64_t)P.vis_s * 1000, guard = vis / 6 < VIS_GUARD_MAX_MS ? vis / 6 : VIS_GUARD_MAX_MS;
+    int64_t vis = (int64_t)it->vis_s * 1000, guard = vis / 6 < VIS_GUARD_MAX_MS ? vis / 6 : VIS_GUARD_MAX_MS;
     __atomic_store_n(&it->vis_until, from_mono_ms + vis - guard, __ATOMIC_RELAXED);
+    it->ext_at = vis <= SHORT_VIS_MS ? from_mono_ms + vis - guard - EXT_MARGIN_MS : from_mono_ms + vis / 2;
 }
 
 static int vis_expired(const item *it)
@@ -372,7 +421,7 @@ static void reg_add(item *it)
         int64_t age = time_now_ms() - it->w.rt;
         if (age > 0) from = now - age;
     }
-    it->ext_at = from + (int64_t)P.vis_s * 500;
+    it->vis_s = it->w.rv > 0 ? (int)it->w.rv : P.vis_s;
     vis_set(it, from);
     pthread_mutex_lock(&P.rmu);
     it->rprev = P.reg.rprev;
@@ -1015,17 +1064,36 @@ static void extend(tail *t)
     int64_t now = time_mono_ms();
     item **v = NULL;
     size_t n = 0, cap = 0;
+    int del_now = 0;
     pthread_mutex_lock(&P.rmu);
-    for (item *it = P.reg.rnext; it != &P.reg; it = it->rnext)
-        if (it->ext_at <= now) {
-            it->ext_at = now + (int64_t)P.vis_s * 500;
-            push_ptr((void ***)&v, &n, &cap, it);
+    for (item *it = P.reg.rnext; it != &P.reg; it = it->rnext) {
+        if (it->ext_at > now) continue;
+        /* Published or dropped, waiting for its delete: delete it now
+         * rather than extend it (one request either way, and the delete
+         * is due anyway). */
+        if (it->in_del) {
+            del_now = 1;
+            continue;
         }
+        /* Those coming up for extension within the next few checks go in
+         * the same request. */
+        it->ext_at = INT64_MAX;   /* taken */
+        push_ptr((void ***)&v, &n, &cap, it);
+    }
+    if (n)
+        for (item *it = P.reg.rnext; it != &P.reg; it = it->rnext)
+            if (!it->in_del && it->ext_at <= now + 3 * EXT_CHECK_MS) {
+                it->ext_at = INT64_MAX;
+                push_ptr((void ***)&v, &n, &cap, it);
+            }
+    /* vis_calls sets ext_at again when SQS took the change; else retry soon */
+    for (size_t i = 0; i < n; i++) v[i]->ext_at = now + 2 * EXT_CHECK_MS;
     pthread_mutex_unlock(&P.rmu);
+    if (del_now && t->ndel) flush_deletes(t, 1, 0);
     if (n) {
-        log_ev(LOG_INFO, "extending the visibility of held messages", "n", log_i64_buf((char[24]){0}, (int64_t)n), NULL);
+        log_ev(LOG_DEBUG, "extending the visibility of held messages", "n", log_i64_buf((char[24]){0}, (int64_t)n), NULL);
         sqs_handle_entry *ent = xcalloc(n, sizeof *ent);
-        for (size_t i = 0; i < n; i++) ent[i] = (sqs_handle_entry){NULL, v[i]->w.rh, P.vis_s};
+        for (size_t i = 0; i < n; i++) ent[i] = (sqs_handle_entry){NULL, v[i]->w.rh, v[i]->vis_s};
         vis_calls(t, ent, v, n, 1);
         free(ent);
     }
@@ -1045,6 +1113,7 @@ static void handle(tail *t, item *it)
         /* fall through */
     case F_DROP:
         if (!t->ndel) t->del_since = time_mono_ms();
+        it->in_del = 1;   /* for extend(), on this thread too */
         push_ptr((void ***)&t->del, &t->ndel, &t->capdel, it);
         return;
     case F_EXPIRED:
@@ -1071,7 +1140,7 @@ static int64_t tail_wait_ns(const tail *t)
 static void *tail_main(void *arg)
 {
     tail *t = arg;
-    t->ext_next = time_mono_ms() + 1000;
+    t->ext_next = time_mono_ms() + EXT_CHECK_MS;
     for (;;) {
         pthread_mutex_lock(&P.tmu);
         if (!P.tq.head && !P.tclosing) cond_wait_ns(&P.tcv, &P.tmu, tail_wait_ns(t));
@@ -1092,7 +1161,7 @@ static void *tail_main(void *arg)
         if (due_all || t->ndel >= SQS_BATCH_MAX) flush_deletes(t, due_all, closing);
         if (now >= t->ext_next) {
             extend(t);
-            t->ext_next = now + 1000;
+            t->ext_next = now + EXT_CHECK_MS;
         }
         if (closing) break;
     }
@@ -1109,6 +1178,7 @@ typedef struct {
     heap h;                     /* held until due - commit-lead */
     zpipe_in *in;
     buf_t msg;
+    int64_t full_logged;        /* mono ms of the last "memory bound reached" warning */
 } reader;
 
 /* One input record: held, deferred, passed on or rejected. */
@@ -1117,6 +1187,9 @@ static void accept_record(reader *r, const char *line, size_t len)
     char err[512];
     item *it = xcalloc(1, sizeof *it);
     sched_wire_init(&it->w);
+    /* the line's length stands for the record's memory (its parsed copy
+     * is about as big), plus the item itself */
+    held_add(it, len + sizeof *it);
     if (sched_wire_read(line, len, &it->w, err, sizeof err) < 0) {
         log_ev(LOG_ERROR, "input record rejected", "error", err, NULL);
         COUNT(n_rejected);
@@ -1173,10 +1246,32 @@ static int64_t dispatch(reader *r)
  * an input error, 0 at end of input. */
 static int read_loop(reader *r)
 {
-    int eof = 0;
+    int eof = 0, full = 0;
     for (;;) {
         int64_t next = dispatch(r);
         int timeout = next < 0 ? 1000 : next > 1000 ? 1000 : (int)next;
+        /* At the memory bound: do not read. The input pipe fills up, then
+         * sqs-drain's output: it stops receiving and the queue keeps the
+         * rest. Checked every FULL_POLL_MS (records leave from the other
+         * threads). */
+        if (!eof && held_full() != full) {
+            full = !full;
+            /* at most one warning per FULL_LOG_MS: under a backlog the
+             * bound is reached again with every record that leaves */
+            int64_t now = time_mono_ms();
+            int warn = full && now - r->full_logged >= FULL_LOG_MS;
+            if (warn) r->full_logged = now;
+            log_ev(warn ? LOG_WARN : LOG_DEBUG, full ? "memory bound reached: not reading the input" : "reading the input again",
+                   "held", log_i64((int64_t)__atomic_load_n(&P.held_n, __ATOMIC_RELAXED)), "held_bytes",
+                   log_i64((int64_t)__atomic_load_n(&P.held_bytes, __ATOMIC_RELAXED)), NULL);
+        }
+        if (full && !eof) {
+            if (stage_should_stop()) return 1;
+            if (timeout > FULL_POLL_MS) timeout = FULL_POLL_MS;
+            struct timespec ts = {timeout / 1000, (timeout % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
         if (eof) {
             if (next < 0) return 0;
             if (stage_should_stop()) return 1;

@@ -79,13 +79,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define QUEUE_CAP       100     /* received messages waiting for the main thread */
+#define QUEUE_CAP       100     /* received messages waiting for the main thread... */
+#define QUEUE_BYTES_CAP (8u << 20) /* ...and their bodies' bytes */
 #define SEND_TIMEOUT_MS 500     /* one send to a slow downstream */
 #define RETRY_MS        200     /* held messages are retried this often */
 #define PROBE_PAUSE_MS  2000    /* pause after handing held messages back */
 #define STOP_GRACE_MS   1500    /* how long a stop waits for pollers in a long poll */
 #define VIS_MAX         43200   /* SQS's longest visibility timeout, s */
 #define DEAD_VIS_S      300     /* dead-letter messages come back after this, s */
+/* --visibility: see "Fast recovery" in the header. */
+#define VIS_SHORT_DEFAULT_S 2
+#define SLOW_SEND_MS    200     /* a send that waited this long found the pipe full */
+#define SLOW_FOR_MS     10000   /* after such a send, receive with the queue's visibility this long */
 /* --pace: messages become visible SCHED_DELAY_MARGIN_MS (500 ms) or more
  * before due and sns-publish commits 50 ms before due, so up to 300 ms
  * of waiting before a receive still leaves them in time. */
@@ -105,6 +110,7 @@ static const stage_opt opts[] = {
     {"wait", "SECONDS", "long-poll wait of ReceiveMessage, 0-20 [20]"},
     {"hold", "DURATION", "how long records the downstream does not take are retried before they go back to the queue [5s]"},
     {"pace", "DURATION", "after a receive that came back short, wait this long before the next one (fewer requests; 0 = off, at most 300ms) [200ms]"},
+    {"visibility", "DURATION", "visibility timeout of receives while the downstream keeps up, whole seconds (a killed holder's messages come back this soon; 0 = the queue's) [2s]"},
     {NULL, NULL, NULL}};
 
 static const stage_spec spec = {
@@ -116,22 +122,26 @@ typedef struct {
     int concurrency, wait_s;
     int64_t hold_ms;
     int64_t pace_ms;
+    int vis_s;                 /* --visibility, s; 0: the queue's */
     int dead;                  /* reading the dead-letter queue */
 } config;
 
 static int read_config(const stage_opts *o, config *c)
 {
     long concurrency, wait_s;
+    int64_t vis_ms;
     if (stage_opt_queue(o, 1, &c->queue) < 0) return STAGE_EXIT_USAGE;
     c->dead = strcmp(c->queue, "dead") == 0;
     if (stage_opt_long(o, "concurrency", 1, 32, 2, &concurrency) < 0 ||
         stage_opt_long(o, "wait", 0, SQS_WAIT_MAX, SQS_WAIT_MAX, &wait_s) < 0 ||
         stage_opt_duration(o, "hold", 5000, INT64_MAX, &c->hold_ms) < 0 ||
-        stage_opt_duration(o, "pace", PACE_DEFAULT_MS, PACE_MAX_MS, &c->pace_ms) < 0)
+        stage_opt_duration(o, "pace", PACE_DEFAULT_MS, PACE_MAX_MS, &c->pace_ms) < 0 ||
+        stage_opt_duration(o, "visibility", VIS_SHORT_DEFAULT_S * 1000, (int64_t)VIS_MAX * 1000, &vis_ms) < 0)
         return STAGE_EXIT_USAGE;
+    c->vis_s = (int)((vis_ms + 999) / 1000);   /* SQS takes whole seconds: round up */
     c->concurrency = (int)concurrency;
     c->wait_s = (int)wait_s;
-    if (c->dead) c->pace_ms = 0;   /* dead letters are not timed */
+    if (c->dead) c->pace_ms = 0, c->vis_s = 0;   /* dead letters are not timed */
     if (stage_opt_prefix(o, &c->prefix) < 0) return STAGE_EXIT_USAGE;
     return 0;
 }
@@ -142,6 +152,7 @@ static int read_config(const stage_opts *o, config *c)
 typedef struct batch {
     struct batch *next;
     sqs_messages m;
+    int *vis;                  /* per message: its visibility timeout, s; 0: the queue's */
 } batch;
 
 /* Everything the pollers and the main thread share, under mu. Kept in a
@@ -153,6 +164,7 @@ static struct {
     pthread_cond_t gate;       /* pollers: busy / pause / space / stop changed */
     batch *head, *tail;
     size_t queued;             /* messages in the batches */
+    size_t queued_bytes;       /* their bodies' bytes */
     int busy;                  /* the last receive came back full */
     int holding;               /* the main thread holds unsent messages: no polling */
     int64_t pause_until;       /* mono ms: no polling before */
@@ -161,8 +173,11 @@ static struct {
     char *url;                 /* the queue read */
     int wait_s;
     int recv_vis;              /* VisibilityTimeout of receives, -1: the queue's */
+    int short_vis;             /* --visibility, s (0: none): used while the output flows */
+    int queue_vis;             /* the queue's visibility timeout, s */
+    int64_t slow_until;        /* mono ms: the output was full lately: receive with recv_vis */
     int64_t pace_ms;           /* --pace */
-} G = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, 0, -1, 0};
+} G = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, NULL, 0, -1, 0, 0, 0, 0};
 
 static void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms)
 {
@@ -224,20 +239,23 @@ typedef struct {
 } poller;
 
 /* Waits until poller idx may receive. -1 when stopping; else *max is the
- * number of messages to ask for. */
-static int poll_gate(int idx, int *max)
+ * number of messages to ask for and *vis the visibility timeout to receive
+ * with (-1: the queue's). */
+static int poll_gate(int idx, int *max, int *vis)
 {
     pthread_mutex_lock(&G.mu);
     for (;;) {
         if (G.stopping) break;
         int64_t now = time_mono_ms();
-        int blocked = G.holding || now < G.pause_until || G.queued >= QUEUE_CAP || (idx > 0 && !G.busy);
+        int blocked = G.holding || now < G.pause_until || G.queued >= QUEUE_CAP || G.queued_bytes >= QUEUE_BYTES_CAP ||
+                      (idx > 0 && !G.busy);
         if (!blocked) break;
         int64_t w = now < G.pause_until ? G.pause_until - now : 1000;
         cond_wait_ms(&G.gate, &G.mu, w);
     }
     int rc = G.stopping ? -1 : 0;
     *max = SQS_RECEIVE_MAX;
+    *vis = G.short_vis > 0 && time_mono_ms() >= G.slow_until ? G.short_vis : G.recv_vis;
     if (G.probe) {
         *max = 1;
         G.probe = 0;
@@ -248,7 +266,7 @@ static int poll_gate(int idx, int *max)
 
 /* Queues a receive's messages for the main thread (taking them out of m),
  * or hands them back when a stop came meanwhile. */
-static void hand_over(poller *p, sqs_messages *m, int max)
+static void hand_over(poller *p, sqs_messages *m, int max, int *vis)
 {
     pthread_mutex_lock(&G.mu);
     G.busy = max == SQS_RECEIVE_MAX && m->n == SQS_RECEIVE_MAX;
@@ -257,16 +275,42 @@ static void hand_over(poller *p, sqs_messages *m, int max)
     if (!stopping && m->n) {
         batch *b = xcalloc(1, sizeof *b);
         b->m = *m;
+        b->vis = vis;
+        vis = NULL;
         *m = (sqs_messages){0};
         if (G.tail) G.tail->next = b;
         else G.head = b;
         G.tail = b;
         G.queued += b->m.n;
+        for (size_t i = 0; i < b->m.n; i++) G.queued_bytes += strlen(b->m.v[i].body);
         metrics_count("delayer_received_total", "records received and accepted for processing", "", b->m.n); metrics_hist("delayer_batch_size", "entries per AWS batch request", "api=\"ReceiveMessage\"", metrics_batch_bounds, metrics_batch_nbounds, (double)b->m.n);
         pthread_cond_signal(&G.got);
     }
     pthread_mutex_unlock(&G.mu);
+    free(vis);
     if (stopping) release_msgs(p->c, m, 0);
+}
+
+/* Each message's visibility after a receive with VisibilityTimeout vis
+ * (-1: the queue's): a short one for a first delivery; a redelivery (it
+ * came back already: its holder was killed, or paused, or its downstream
+ * is stuck) gets the queue's at once, one more request, so that a message
+ * cycling through a paused holder does not count a receive every few
+ * seconds towards maxReceiveCount. */
+static int *receive_vis(poller *p, const sqs_messages *m, int vis)
+{
+    int *v = xcalloc(m->n ? m->n : 1, sizeof *v);
+    const char **rh = xcalloc(m->n ? m->n : 1, sizeof *rh);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        v[i] = vis > 0 ? vis : 0;
+        if (vis > 0 && vis < G.queue_vis && m->v[i].receive_count > 1) rh[n++] = m->v[i].receipt_handle;
+    }
+    if (n && set_visibility(p->c, G.url, rh, n, G.queue_vis) == 0)
+        for (size_t i = 0; i < m->n; i++)
+            if (m->v[i].receive_count > 1) v[i] = 0;
+    free(rh);
+    return v;
 }
 
 /* Waits ms (after a failed receive: 1 s, doubling to 30 s; --pace) unless
@@ -310,10 +354,10 @@ static void *poller_main(void *arg)
     sqs_messages m = {0};
     aws_err e;
     int64_t backoff = 1000;
-    int max;
-    while (poll_gate(p->idx, &max) == 0) {
+    int max, vis;
+    while (poll_gate(p->idx, &max, &vis) == 0) {
         int wait = p->idx == 0 ? G.wait_s : (G.wait_s < 1 ? G.wait_s : 1);
-        if (sqs_receive(p->c, G.url, max, wait, G.recv_vis, &m, &e) < 0) {
+        if (sqs_receive(p->c, G.url, max, wait, vis, &m, &e) < 0) {
             log_ev(LOG_ERROR, "receive failed", "code", e.code, "error", e.message, NULL);
             pause_ms(backoff);
             backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
@@ -321,7 +365,7 @@ static void *poller_main(void *arg)
         }
         backoff = 1000;
         int pace = should_pace(&m, max);
-        hand_over(p, &m, max);
+        hand_over(p, &m, max, receive_vis(p, &m, vis));
         if (pace) pause_ms(G.pace_ms);
     }
     sqs_messages_free(&m);
@@ -351,6 +395,8 @@ typedef struct {
     held *h;
     size_t nh, caph;
     int probing;               /* handed back once already: hold without limit */
+    int64_t last_sent;         /* mono ms of the last record the downstream took */
+    int slow_sends;            /* sends in a row that waited SLOW_SEND_MS or more */
     int fatal;                 /* stdout's reader is gone */
     uint64_t sent, invalid;
 } drain;
@@ -359,7 +405,7 @@ typedef struct {
  * dead-letter one, into line. 0 ok; -1 when the body is not a wire record,
  * -2 when it is a report (a stage's output sent to the wrong place: the
  * schedule it names is not at fault); err says why. */
-static int build_record(drain *d, const sqs_message *m, buf_t *line, char *err, size_t errlen)
+static int build_record(drain *d, const sqs_message *m, int vis, buf_t *line, char *err, size_t errlen)
 {
     sched_wire w;
     sched_wire_init(&w);
@@ -377,6 +423,7 @@ static int build_record(drain *d, const sqs_message *m, buf_t *line, char *err, 
     w.error = NULL;
     w.rc = m->receive_count;
     w.rt = m->received_ms;
+    w.rv = vis;
     if (d->cfg.dead) {
         w.report = xstrdup("dead");
         w.nopayload = 1;   /* state-update needs the id and chash, not the payload */
@@ -433,7 +480,7 @@ static int build_invalid(const sqs_message *m, const char *why, buf_t *line)
     return rc;
 }
 
-static void hold(drain *d, const sqs_message *m, const buf_t *line)
+static void hold(drain *d, const sqs_message *m, int vis, const buf_t *line)
 {
     if (d->nh == d->caph) {
         d->caph = d->caph ? d->caph * 2 : 16;
@@ -441,7 +488,7 @@ static void hold(drain *d, const sqs_message *m, const buf_t *line)
     }
     int64_t now = time_mono_ms();
     d->h[d->nh++] = (held){xstrndup(line->p, line->len), line->len, xstrdup(m->receipt_handle),
-                           xstrdup(m->message_id), now, now + (int64_t)d->vis_s * 500};
+                           xstrdup(m->message_id), now, now + (int64_t)(vis ? vis : d->vis_s) * 500};
     if (d->nh == 1) {
         log_ev(LOG_WARN, "downstream does not take records: holding them", "out", zpipe_out_endpoint(d->out),
                "mid", m->message_id, NULL);
@@ -462,7 +509,24 @@ static void held_free(held *h)
  * -1 it can never be sent (logged). */
 static int send_line(drain *d, const char *line, size_t len, const char *mid, int timeout_ms)
 {
-    if (zpipe_out_send(d->out, line, len, timeout_ms) == 0) {
+    int64_t t0 = time_mono_ms();
+    int rc = zpipe_out_send(d->out, line, len, timeout_ms);
+    int err = errno;
+    int64_t now = time_mono_ms();
+    /* Two sends in a row that waited (one could be a stall of this thread
+     * on a busy machine), or one that gave up: the pipe is full. */
+    d->slow_sends = now - t0 >= SLOW_SEND_MS ? d->slow_sends + 1 : 0;
+    if (G.short_vis > 0 && ((rc < 0 && err == EAGAIN) || d->slow_sends >= 2)) {
+        /* What is received next may wait in the pipe, or here, longer than
+         * the short visibility. */
+        pthread_mutex_lock(&G.mu);
+        if (now >= G.slow_until) log_ev(LOG_INFO, "downstream is slow: receiving with the queue's visibility", NULL);
+        G.slow_until = now + SLOW_FOR_MS;
+        pthread_mutex_unlock(&G.mu);
+    }
+    errno = err;
+    if (rc == 0) {
+        d->last_sent = now;
         d->sent++;
         metrics_count("delayer_sent_total", "records sent downstream", "", 1);
         return 0;
@@ -495,10 +559,10 @@ static void downstream_ok(drain *d)
     set_holding(0, 0, 0);
 }
 
-static void process(drain *d, const sqs_message *m, buf_t *line)
+static void process(drain *d, const sqs_message *m, int vis, buf_t *line)
 {
     char err[512];
-    int rc = build_record(d, m, line, err, sizeof err);
+    int rc = build_record(d, m, vis, line, err, sizeof err);
     if (rc < 0) {
         d->invalid++;
         metrics_count("delayer_rejected_total", "input records rejected (malformed)", "", 1);
@@ -509,7 +573,7 @@ static void process(drain *d, const sqs_message *m, buf_t *line)
         return;
     }
     rc = d->nh ? 1 : send_line(d, line->p, line->len, m->message_id, SEND_TIMEOUT_MS);
-    if (rc == 1) hold(d, m, line);
+    if (rc == 1) hold(d, m, vis, line);
     if (rc == 0 && d->probing) downstream_ok(d);
 }
 
@@ -546,6 +610,7 @@ static void restamp(held *h, int64_t rt)
     if (sched_wire_read(h->line, h->len, &w, err, sizeof err) == 0) {
         buf_t b = BUF_INIT;
         w.rt = rt;
+        w.rv = 0;                /* extended to the queue's visibility */
         sched_wire_write(&b, &w);
         free(h->line);
         h->line = b.p;
@@ -583,7 +648,10 @@ static void retry_held(drain *d)
     }
     int64_t now = time_mono_ms();
     if (!d->nh) downstream_ok(d);
-    else if (!d->probing && now - d->h[0].since >= d->cfg.hold_ms) {
+    else if (!d->probing && now - (d->h[0].since > d->last_sent ? d->h[0].since : d->last_sent) >= d->cfg.hold_ms) {
+        /* Nothing taken for --hold: the downstream is gone (a downstream
+         * that is merely slow takes a record now and then: those held here
+         * keep their place rather than count one more receive each). */
         log_ev(LOG_WARN, "handing held messages back to the queue", "n", log_i64((int64_t)d->nh), NULL);
         release_held(d);
         d->probing = 1;
@@ -600,7 +668,7 @@ static batch *take(int64_t wait_ms)
     if (!G.head && wait_ms > 0) cond_wait_ms(&G.got, &G.mu, wait_ms);
     batch *b = G.head;
     G.head = G.tail = NULL;
-    G.queued = 0;
+    G.queued = G.queued_bytes = 0;
     pthread_cond_broadcast(&G.gate);   /* room again */
     pthread_mutex_unlock(&G.mu);
     return b;
@@ -611,6 +679,7 @@ static void free_batches(batch *b)
     while (b) {
         batch *n = b->next;
         sqs_messages_free(&b->m);
+        free(b->vis);
         free(b);
         b = n;
     }
@@ -623,7 +692,7 @@ static void run(drain *d)
         /* 100 ms at most: SIGTERM wakes zpipe waits, not this condition variable */
         batch *b = take(d->nh ? RETRY_MS : 100);
         for (batch *x = b; x; x = x->next) {
-            for (size_t i = 0; i < x->m.n && !d->fatal; i++) process(d, &x->m.v[i], &line);
+            for (size_t i = 0; i < x->m.n && !d->fatal; i++) process(d, &x->m.v[i], x->vis[i], &line);
             if (d->fatal) {
                 release_msgs(d->c, &x->m, 0);
                 for (batch *y = x->next; y; y = y->next) release_msgs(d->c, &y->m, 0);
@@ -722,6 +791,8 @@ int main(int argc, char **argv)
         free(G.url);
         return rc;
     }
+    G.queue_vis = d.vis_s;
+    G.short_vis = d.cfg.vis_s < d.vis_s ? d.cfg.vis_s : 0;   /* not longer than the queue's */
     if ((rc = stage_open(&o, NULL, &d.out)) != 0) {
         store_close(d.s);
         free(G.url);
@@ -734,7 +805,7 @@ int main(int argc, char **argv)
     }
     stage_ready(&o);
     log_ev(LOG_INFO, "draining", "queue", G.url, "concurrency", log_i64(d.cfg.concurrency),
-           "visibility_s", log_i64(d.vis_s), NULL);
+           "visibility_s", log_i64(d.vis_s), "receive_visibility_s", log_i64(d.cfg.vis_s), NULL);
     run(&d);
     /* Stop: what was received and not sent goes back at once. */
     int left = stop_pollers(p, d.cfg.concurrency);

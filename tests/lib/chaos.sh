@@ -8,18 +8,20 @@
 SUP="$REPO/scripts/delayer-supervise"
 
 # rel_up SED [ENV=VALUE...]: init a fresh deployment (5 s window and grace,
-# SQS visibility 5 s) and start local.conf edited by SED, under the extra
+# SQS visibility 5 s; REL_WINDOW, REL_GRACE and REL_VISIBILITY (seconds)
+# override them) and start local.conf edited by SED, under the extra
 # environment given (e.g. endpoints of a fault proxy).
 rel_up() {
   local sedx=$1; shift
   PFX=$(new_prefix)
-  export DELAYER_PREFIX=$PFX DELAYER_WINDOW=5s DELAYER_GRACE=5s
+  export DELAYER_PREFIX=$PFX DELAYER_WINDOW=${REL_WINDOW:-5s} DELAYER_GRACE=${REL_GRACE:-5s}
   D init --topic t >/dev/null || { fail "init"; return 1; }
   local url
   url=$("$BIN/aws-call" sqs GetQueueUrl "{\"QueueName\":\"$PFX-delay\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["QueueUrl"])')
   "$BIN/aws-call" sqs SetQueueAttributes \
-    "{\"QueueUrl\":\"$url\",\"Attributes\":{\"VisibilityTimeout\":\"5\"}}" >/dev/null || fail "visibility 5 s"
+    "{\"QueueUrl\":\"$url\",\"Attributes\":{\"VisibilityTimeout\":\"${REL_VISIBILITY:-5}\"}}" >/dev/null ||
+    fail "visibility ${REL_VISIBILITY:-5} s"
   CONF="$WORK/$PFX.conf"
   RUN="$WORK/run-$PFX"
   # never give up on an instance killed on purpose; restart quickly
@@ -59,10 +61,17 @@ for i in range(n):
 PY
 }
 
-# rel_import FILE: import, the ids to FILE.ids
+# rel_import FILE: import by 4 processes at once (a loaded machine imports
+# slower than the schedules come due), the ids to FILE.ids
 rel_import() {
-  D import --ids <"$1" >"$1.out" || fail "import"
+  local k pids=() rc=0
+  split -n l/4 -d "$1" "$1.part"
+  for k in 0 1 2 3; do D import --ids <"$1.part0$k" >"$1.part0$k.out" & pids+=($!); done
+  for k in "${pids[@]}"; do wait "$k" || rc=1; done
+  [ "$rc" = 0 ] || fail "import"
+  cat "$1".part0?.out >"$1.out"
   grep -P "\t" "$1.out" | cut -f2 >"$1.ids"
+  rm -f "$1".part0?
 }
 
 # rel_wait_arrivals IDS_FILE DEADLINE_EPOCH_S: until every id arrived or the deadline

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """faultproxy: a fault-injecting HTTP forwarder for the reliability suites.
 
-    faultproxy.py PORT DDB_URL SQS_URL STATS_FILE [--fault P] [--delay P]
+    faultproxy.py PORT DDB_URL SQS_URL STATS_FILE [--fault P] [--delay P] [--ddb-latency S]
 
 Listens on 127.0.0.1:PORT. Each request goes to DynamoDB (X-Amz-Target
 DynamoDB_*) or to the SQS/SNS server (everything else), body unchanged (so
@@ -9,7 +9,9 @@ fauxqs's QueueUrls stay valid). With probability --fault it is answered
 instead with an AWS-shaped error (DynamoDB: 400 ThrottlingException or
 ProvisionedThroughputExceededException; SQS: 400 JSON throttling; SNS: 400
 XML Throttling; any: 500 or 503); with probability --delay it is held
-0.2-1 s and forwarded. Counters go to STATS_FILE (JSON) every 0.5 s.
+0.2-1 s and forwarded. --ddb-latency holds every DynamoDB request S
+seconds before forwarding it (a slow DynamoDB). Counters go to STATS_FILE
+(JSON) every 0.5 s.
 
     --fail-delete N            the first N DeleteMessageBatch entries are
                                answered as Failed entries (SenderFault false,
@@ -32,6 +34,7 @@ P_FAULT = float(args[args.index("--fault") + 1]) if "--fault" in args else 0.0
 P_DELAY = float(args[args.index("--delay") + 1]) if "--delay" in args else 0.0
 FAIL_DELETE = int(args[args.index("--fail-delete") + 1]) if "--fail-delete" in args else 0
 FAIL_DELETE_PERM = int(args[args.index("--fail-delete-permanent") + 1]) if "--fail-delete-permanent" in args else 0
+DDB_LATENCY = float(args[args.index("--ddb-latency") + 1]) if "--ddb-latency" in args else 0.0
 stats = {"requests": 0, "forwarded": 0, "faults": 0, "delayed": 0, "upstream_errors": 0,
          "by_kind": {}, "delete_entries": 0, "delete_failed": 0, "delete_tries": {}}
 lock = threading.Lock()
@@ -114,6 +117,8 @@ class H(BaseHTTPRequestHandler):
         if random.random() < P_DELAY:
             bump("delayed")
             time.sleep(random.uniform(0.2, 1.0))
+        if service == "ddb" and DDB_LATENCY > 0:
+            time.sleep(DDB_LATENCY)
         failed = []
         if target == "AmazonSQS.DeleteMessageBatch" and ("--fail-delete" in args or "--fail-delete-permanent" in args):
             body, failed = take_delete_faults(body)

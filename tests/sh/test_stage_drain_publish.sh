@@ -335,13 +335,14 @@ test_sigterm_hands_back_and_a_new_instance_publishes() {
   local t0 rc
   sched term-1 12s
   send_body "$(wire_body term-1)" 0   # a copy that arrives now: held ~12 s
-  start_publish --max-hold 30s
+  start_publish --max-hold 30s --log-level debug
   start_drain
   wait_until 10 grep -q 'msg=ready' "$TDIR/publish.log"
-  # Held for more than half the visibility timeout (6 s): extended, so SQS
-  # does not deliver it a second time meanwhile.
-  wait_until 10 grep -q 'msg="extending the visibility of held messages" n=1' "$TDIR/publish.log"
-  assertContains "$(cat "$TDIR/publish.log")" 'msg="extending the visibility of held messages" n=1'
+  # Held longer than the visibility it was received with (2 s,
+  # sqs-drain --visibility): extended, so SQS does not deliver it a second
+  # time meanwhile (sns-publish runs with --log-level debug to show it).
+  wait_until 10 grep -q 'msg="extending the visibility of held messages"' "$TDIR/publish.log"
+  assertContains "$(cat "$TDIR/publish.log")" 'msg="extending the visibility of held messages"'
   # sqs-drain goes first: a running drain would long-poll the handed-back
   # message straight away and hide it again for a visibility timeout.
   stop "$DRAIN_PID"
@@ -355,6 +356,9 @@ test_sigterm_hands_back_and_a_new_instance_publishes() {
   assertTrue "stopped within 5 s" "[ $((($(date +%s%N) - t0) / 1000000)) -lt 5000 ]"
   assertContains "$(cat "$TDIR/publish.log")" 'received=1 '
   assertContains "$(cat "$TDIR/publish.log")" 'handed_back=1'
+  local vr
+  vr=$(grep -o 'visibility_requests=[0-9]*' "$TDIR/publish.log" | tail -1 | cut -d= -f2)
+  assertTrue "extended at least twice in 4.5 s, then handed back ($vr requests)" "[ ${vr:-0} -ge 3 ]"
   assertEquals "handed back: visible again at once" 1 "$(queue_visible "$DELAY_URL")"
   assertEquals "still waiting" ENQUEUED "$(state term-1)"
   start_publish
@@ -390,6 +394,45 @@ test_paused_past_visibility_publishes_once() {
   assertContains "$(cat "$TDIR/publish.log")" 'msg="visibility ran out while the message was held'
   assertEquals PUBLISHED "$(state pz-1)"
   wait_until 10 queue_empty || fail "delay queue not empty"
+}
+
+# Fast recovery: a message held by an sns-publish that is SIGKILLed comes
+# back within seconds (sqs-drain receives with a 2 s visibility, which
+# sns-publish extends only while it holds the message), not after the
+# queue's visibility timeout (30 s here, as in production).
+set_queue_visibility() {
+  sqs SetQueueAttributes "{\"QueueUrl\":\"$DELAY_URL\",\"Attributes\":{\"VisibilityTimeout\":\"$1\"}}" >/dev/null
+}
+test_sigkill_of_the_holder_recovers_in_seconds() {
+  local mid t0 dt
+  set_queue_visibility 30
+  start_publish --max-hold 60s --log-level debug
+  start_drain
+  wait_until 20 grep -q 'msg=ready' "$TDIR/publish.log"
+  sched kill-1 30s
+  send_body "$(wire_body kill-1)" 0   # a copy that arrives now: held until due
+  wait_until 20 grep -q 'msg="held until due" id=kill-1' "$TDIR/publish.log" || fail "kill-1 never held"
+  mid=$(grep -o 'msg="held until due" id=kill-1 mid=[^ ]*' "$TDIR/publish.log" | head -1 | sed 's/.*mid=//')
+  sleep 2.5   # held past its first visibility: extended meanwhile
+  kill -KILL "$PUB_PID"
+  wait "$PUB_PID" 2>/dev/null
+  t0=$(date +%s%N)
+  : >"$TDIR/publish2.log"
+  "$BIN/sns-publish" --prefix "$PFX" --in "$EP" --out - --max-hold 60s --log-level debug \
+    >>"$TDIR/reports" 2>>"$TDIR/publish2.log" &
+  PUB_PID=$!
+  wait_until 40 grep -q "msg=\"held until due\" id=kill-1 mid=$mid" "$TDIR/publish2.log" || fail "the copy did not come back"
+  dt=$((($(date +%s%N) - t0) / 1000000))
+  echo "  the killed holder's message was back in ${dt} ms (with the new instance's start)"
+  assertTrue "back within 15 s, not after the 30 s visibility (${dt} ms)" "[ $dt -lt 15000 ]"
+  wait_delivered 1 40 || fail "kill-1 not delivered"
+  sleep 2
+  collect
+  cat "$TDIR/publish2.log" >>"$TDIR/publish.log"; rm -f "$TDIR/publish2.log"
+  set_queue_visibility 6
+  assertEquals "delivered once" "kill-1" "$(delivered_ids)"
+  assertEquals "delivered before due" "" "$(early_lines)"
+  wait_until 5 queue_empty || fail "delay queue not empty"
 }
 
 # No downstream: sqs-drain holds what it received, hands it back after
