@@ -384,6 +384,7 @@ typedef struct {
     size_t len;
     char *rh, *mid;
     int64_t since, extend_at;  /* mono ms */
+    int vis;                   /* its visibility timeout, s; 0: the queue's */
 } held;
 
 typedef struct {
@@ -488,7 +489,7 @@ static void hold(drain *d, const sqs_message *m, int vis, const buf_t *line)
     }
     int64_t now = time_mono_ms();
     d->h[d->nh++] = (held){xstrndup(line->p, line->len), line->len, xstrdup(m->receipt_handle),
-                           xstrdup(m->message_id), now, now + (int64_t)(vis ? vis : d->vis_s) * 500};
+                           xstrdup(m->message_id), now, now + (int64_t)(vis ? vis : d->vis_s) * 500, vis};
     if (d->nh == 1) {
         log_ev(LOG_WARN, "downstream does not take records: holding them", "out", zpipe_out_endpoint(d->out),
                "mid", m->message_id, NULL);
@@ -514,9 +515,11 @@ static int send_line(drain *d, const char *line, size_t len, const char *mid, in
     int err = errno;
     int64_t now = time_mono_ms();
     /* Two sends in a row that waited (one could be a stall of this thread
-     * on a busy machine), or one that gave up: the pipe is full. */
-    d->slow_sends = now - t0 >= SLOW_SEND_MS ? d->slow_sends + 1 : 0;
-    if (G.short_vis > 0 && ((rc < 0 && err == EAGAIN) || d->slow_sends >= 2)) {
+     * on a busy machine): the pipe is full, its reader slow. (A send that
+     * gave up is another case: no reader, or one that takes nothing; this
+     * process then holds what it received and receives nothing more.) */
+    d->slow_sends = rc == 0 && now - t0 >= SLOW_SEND_MS ? d->slow_sends + 1 : 0;
+    if (G.short_vis > 0 && d->slow_sends >= 2) {
         /* What is received next may wait in the pipe, or here, longer than
          * the short visibility. */
         pthread_mutex_lock(&G.mu);
@@ -602,7 +605,7 @@ static void set_holding(int holding, int64_t pause_ms, int probe)
 
 /* A held record's "rt" after its visibility was extended: sns-publish
  * reckons from it how long the message is still its own. */
-static void restamp(held *h, int64_t rt)
+static void restamp(held *h, int64_t rt, int rv)
 {
     sched_wire w;
     char err[160];
@@ -610,7 +613,7 @@ static void restamp(held *h, int64_t rt)
     if (sched_wire_read(h->line, h->len, &w, err, sizeof err) == 0) {
         buf_t b = BUF_INIT;
         w.rt = rt;
-        w.rv = 0;                /* extended to the queue's visibility */
+        w.rv = rv;
         sched_wire_write(&b, &w);
         free(h->line);
         h->line = b.p;
@@ -623,13 +626,30 @@ static void restamp(held *h, int64_t rt)
  * not reappear (and be received again) while this instance still has them. */
 static void extend_held(drain *d, int64_t now)
 {
-    for (size_t i = 0; i < d->nh; i++) {
-        if (now < d->h[i].extend_at) continue;
-        const char *rh = d->h[i].rh;
+    /* Each keeps the length it has (a short one stays short: if this
+     * process dies, it comes back soon); those due go in batches. */
+    const char **rh = xcalloc(d->nh ? d->nh : 1, sizeof *rh);
+    size_t *ix = xcalloc(d->nh ? d->nh : 1, sizeof *ix);
+    for (int pass = 0; pass < 2; pass++) {
+        size_t n = 0;
+        for (size_t i = 0; i < d->nh; i++)
+            if (now >= d->h[i].extend_at && (d->h[i].vis > 0) == (pass == 0)) {
+                ix[n] = i;
+                rh[n++] = d->h[i].rh;
+            }
+        if (!n) continue;
+        int vis = pass == 0 ? d->h[ix[0]].vis : d->vis_s;
         int64_t at = time_now_ms();
-        if (set_visibility(d->c, G.url, &rh, 1, d->vis_s) == 0) restamp(&d->h[i], at);
-        d->h[i].extend_at = now + (int64_t)d->vis_s * 500;
+        int ok = set_visibility(d->c, G.url, rh, n, vis) == 0;
+        for (size_t k = 0; k < n; k++) {
+            held *h = &d->h[ix[k]];
+            if (ok) restamp(h, at, pass == 0 ? vis : 0);
+            h->vis = pass == 0 ? vis : 0;
+            h->extend_at = now + (int64_t)vis * 500;
+        }
     }
+    free(rh);
+    free(ix);
 }
 
 /* Retries the held messages in order; see the header for the policy. */
