@@ -538,8 +538,9 @@ static enum MHD_Result err_reply(struct MHD_Connection *c, api_req *q, int statu
     buf_t b = BUF_INIT;
     error_json(&b, code ? code : status_code_name(status), field, msg);
     buf_addc(&b, '\n');
-    if (status >= 500) log_ev(LOG_WARN, "request failed", "route", route_names[q->route], "status", log_i64(status),
-                              "error", msg, NULL);
+    char sb[24];
+    if (status >= 500) log_ev(LOG_WARN, "request failed", "route", route_names[q->route], "status",
+                              log_i64_buf(sb, status), "error", msg, NULL);
     return reply(c, q, status, "application/json", &b, h1, v1, NULL);
 }
 

@@ -486,6 +486,24 @@ test_token_file_and_start_options_are_checked() {
   api_stop "$N_PID"
 }
 
+# HTTPS with a certificate and key (a throw-away self-signed pair).
+test_https_with_a_certificate() {
+  local port pid
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >/dev/null 2>&1 || fail "openssl"
+  port=$(free_port)
+  "$BIN/delayer-api" --prefix "$PFX" --listen "127.0.0.1:$port" --tokens "$TOK" \
+    --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key" >"$WORK/T.log" 2>&1 &
+  pid=$!
+  wait_until 20 curl -sf -o /dev/null --cacert "$WORK/tls.crt" "https://127.0.0.1:$port/healthz"
+  assertTrue "https /healthz: $(cat "$WORK/T.log")" $?
+  REQ_URL=https://127.0.0.1:$port req "$TR" GET /v1/stats --cacert "$WORK/tls.crt"
+  assertEquals 200 "$ST"
+  assertNotEquals "plain http is not served on a TLS port" 200 \
+    "$(curl -s -o /dev/null -w '%{http_code}' -m 5 "http://127.0.0.1:$port/healthz")"
+  api_stop "$pid"
+}
+
 # AWS throttling past the retries: 503 with Retry-After. DynamoDB is
 # reached through a proxy that forwards until told to throttle.
 test_aws_throttling_is_503_with_retry_after() {
