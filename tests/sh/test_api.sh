@@ -71,7 +71,7 @@ oneTimeSetUp() {
 }
 
 oneTimeTearDown() {
-  api_stop "$A_PID"
+  [ -z "$A_PID" ] || api_stop "$A_PID"
   [ -n "${KEEP_WORK:-}" ] || rm -rf -- "$WORK"
   suite_down
 }
@@ -579,6 +579,21 @@ test_zz_every_response_matches_docs_api_yaml() {
     cut -f3 "$WORK/responses.tsv" | grep -qx "$st"
     assertTrue "no response with status $st" $?
   done
+}
+
+# Runs last: the server stops cleanly on SIGTERM, and no server of this
+# suite logged a sanitizer report (DELAYER_BIN may be an ASan/UBSan build).
+test_zzz_clean_stop_and_no_sanitizer_report() {
+  kill "$A_PID"
+  wait "$A_PID"
+  assertEquals "exit status after SIGTERM" 0 $?
+  A_PID=
+  local f bad=
+  for f in "$WORK"/*.log; do
+    grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$f" && bad="$bad ${f##*/}"
+  done
+  assertEquals "sanitizer reports in:$bad" "" "$bad"
+  [ -z "$bad" ] || cat "$WORK"/*.log
 }
 
 . shunit2
