@@ -20,6 +20,7 @@
 #include "buf.h"
 #include "json.h"
 #include "sched.h"
+#include "schedreq.h"
 #include "sns.h"
 #include "sqs.h"
 #include "store.h"
@@ -327,12 +328,13 @@ static void close_store(store *s)
     store_close(s);
 }
 
-/* Counter deltas are written right away; a failure is a warning (the
- * record is the truth; stats --recount repairs the counters). */
-static void flush_counts(store *s, store_counts *c)
+/* Prints the warnings of a schedreq step (lib/schedreq.h), one per line. */
+static void print_warnings(buf_t *w)
 {
-    if (store_counts_flush(s, c) != STORE_OK)
-        fprintf(stderr, "delayer: warning: counters not updated (%s); delayer stats --recount repairs them\n", s->err);
+    char *save = NULL;
+    for (char *l = w->p ? strtok_r(w->p, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save))
+        fprintf(stderr, "delayer: warning: %s\n", l);
+    buf_free(w);
 }
 
 /* ------------------------------------------------------------------ init */
@@ -448,14 +450,13 @@ static int schedule_args(args *a, globals *g, sched_rec *r, sched_opts *o)
 }
 
 /* Validates everything that needs no AWS call, in the order of the options.
- * A due time in the past with an explicit id is not refused yet: past gets
- * the error, and the caller returns the schedule if it exists with this
- * very content (an identical re-submission is idempotent, even late). */
-static int schedule_check(store *s, sched_rec *r, const sched_opts *o, int64_t now, char *past, size_t pastlen)
+ * A due time in the past with an explicit id is not refused yet:
+ * schedreq_create returns the schedule if it exists with this very content
+ * (an identical re-submission is idempotent, even late), else the error. */
+static int schedule_check(store *s, sched_rec *r, const sched_opts *o, int64_t now)
 {
     char e[512];
     sched_limits lim = {s->conf.grace_ms, s->conf.horizon_ms};
-    past[0] = '\0';
     if (o->id) {
         if (sched_check_id(o->id, e, sizeof e) < 0) return die(EXIT_REFUSED, "%s", e);
         r->id = xstrdup(o->id);
@@ -463,22 +464,10 @@ static int schedule_check(store *s, sched_rec *r, const sched_opts *o, int64_t n
     if (parse_due(o->at, o->in, now, &r->due)) return EXIT_REFUSED;
     if (sched_check_due(r->due, now, &lim, o->at ? "at" : "in", e, sizeof e) < 0) {
         if (!o->id || r->due >= now - lim.grace_ms) return die(EXIT_REFUSED, "%s", e);
-        snprintf(past, pastlen, "%s", e);
     }
     if (read_payload(o->payload, r)) return EXIT_REFUSED;
     if (sched_check_message(r, e, sizeof e) < 0) return die(EXIT_REFUSED, "%s", e);
     return EXIT_OK;
-}
-
-/* Fast track: the record is ENQUEUED; send it. If SQS fails, put it back
- * to NEW so the scanner takes it (and if even that fails, its lease runs out
- * and the scanner re-claims it): the schedule is durable either way. */
-static void fast_track(store *s, sched_rec *r)
-{
-    if (store_send(s, r, NULL) == STORE_OK) return;
-    fprintf(stderr, "delayer: warning: %s; kept for the scanner\n", s->err);
-    if (store_unclaim(s, r->id, r->due, r->lease, NULL) == STORE_OK) r->state = SCHED_NEW;
-    else fprintf(stderr, "delayer: warning: %s; the scanner takes it over when its lease ends\n", s->err);
 }
 
 static void print_record(const sched_rec *r, int json)
@@ -515,38 +504,16 @@ static int cmd_schedule(args *a, globals *g)
     int code = schedule_args(a, g, &r, &o);
     store *s = code == EXIT_OK ? open_store(g, 1, &code) : NULL;
     int64_t now = time_now_ms();
-    char past[512];
-    if (s && (code = schedule_check(s, &r, &o, now, past, sizeof past)) == EXIT_OK) {
-        buf_t arn = BUF_INIT;
-        int rc = store_topic_resolve(s, o.topic, &arn);
+    if (s && (code = schedule_check(s, &r, &o, now)) == EXIT_OK) {
+        buf_t warn = BUF_INIT;
+        r.topic = xstrdup(o.topic);
+        int rc = schedreq_create(s, &r, now, &old, NULL, &warn);
+        print_warnings(&warn);
         if (rc == STORE_NOTFOUND) code = die(EXIT_REFUSED, "%s", s->err);
+        else if (rc == SCHEDREQ_SAME || rc == SCHEDREQ_CONFLICT) code = schedule_exists(s, &r, &old, o.json);
+        else if (rc == SCHEDREQ_PAST) code = die(EXIT_REFUSED, "%s", s->err);
         else if (rc != STORE_OK) code = store_exit(s, rc);
-        if (code == EXIT_OK && past[0]) {
-            /* Due in the past: only an identical existing schedule is an answer. */
-            r.topic = xstrdup(arn.p);
-            sched_chash(&r);
-            rc = store_get(s, r.id, &old);
-            if (rc == STORE_OK && !strcmp(old.chash, r.chash)) print_record(&old, o.json);
-            else if (rc == STORE_OK || rc == STORE_NOTFOUND) code = die(EXIT_REFUSED, "%s", past);
-            else code = store_exit(s, rc);
-        } else if (code == EXIT_OK) {
-            r.topic = xstrdup(arn.p);
-            int fast = store_prepare(s, &r, now);
-            if (fast < 0) code = store_exit(s, STORE_ERR);
-            else if ((rc = store_create(s, &r, &old)) == STORE_LOST) code = schedule_exists(s, &r, &old, o.json);
-            else if (rc != STORE_OK) code = store_exit(s, rc);
-            else {
-                store_counts *c = store_counts_new();
-                if (old.state >= 0) store_counts_add(c, old.state, old.topic, -1); /* replaced an expired record */
-                if (fast) fast_track(s, &r);
-                store_counts_add(c, r.state, r.topic, 1);
-                flush_counts(s, c);
-                store_counts_free(c);
-                store_event(s, "schedule.created", &r, r.state, now, NULL);
-                print_record(&r, o.json);
-            }
-        }
-        buf_free(&arn);
+        else print_record(&r, o.json);
     }
     close_store(s);
     sched_rec_free(&r);
@@ -605,16 +572,6 @@ static int cmd_get(args *a, globals *g)
     return code;
 }
 
-/* A transition done by the CLI: counters and event after the write. */
-static void cli_transition(store *s, const sched_rec *old, int to, const char *event, int64_t now)
-{
-    store_counts *c = store_counts_new();
-    store_counts_move(c, old->state, to, old->topic);
-    flush_counts(s, c);
-    store_counts_free(c);
-    if (event) store_event(s, event, old, to, now, NULL);
-}
-
 static int cmd_cancel(args *a, globals *g)
 {
     const char *id = NULL;
@@ -623,10 +580,10 @@ static int cmd_cancel(args *a, globals *g)
     if (s) {
         sched_rec old;
         sched_rec_init(&old);
-        int64_t now = time_now_ms();
-        int rc = store_cancel(s, id, &old);
+        buf_t warn = BUF_INIT;
+        int rc = schedreq_cancel(s, id, time_now_ms(), &old, &warn);
+        print_warnings(&warn);
         if (rc == STORE_OK) {
-            cli_transition(s, &old, SCHED_CANCELLED, "schedule.cancelled", now);
             printf("%s\n", id);
         } else if (rc == STORE_LOST) {
             code = die(EXIT_STATE, "state: the schedule is %s: only NEW or ENQUEUED can be cancelled",
@@ -648,10 +605,10 @@ static int cmd_delete(args *a, globals *g)
     if (s) {
         sched_rec old;
         sched_rec_init(&old);
-        int rc = store_delete(s, id, &old);
+        buf_t warn = BUF_INIT;
+        int rc = schedreq_delete(s, id, time_now_ms(), &old, &warn);
+        print_warnings(&warn);
         if (rc == STORE_OK) {
-            cli_transition(s, &old, -1, NULL, time_now_ms());
-            store_event(s, "schedule.deleted", &old, old.state, time_now_ms(), NULL);
             printf("%s\n", id);
         } else {
             code = store_exit(s, rc);
@@ -669,22 +626,12 @@ static int retry_one(store *s, const char *id)
 {
     sched_rec old;
     sched_rec_init(&old);
-    int64_t now = time_now_ms();
-    int64_t lease = now + s->conf.grace_ms;
-    int rc = store_retry(s, id, lease, &old), code = EXIT_OK;
-    if (rc == STORE_OK) {
-        int from = old.state;
-        old.state = SCHED_ENQUEUED;
-        old.lease = lease;
-        fast_track(s, &old);
-        store_counts *c = store_counts_new();
-        store_counts_move(c, from, old.state, old.topic);
-        flush_counts(s, c);
-        store_counts_free(c);
-        store_event(s, "schedule.retried", &old, old.state, now, NULL);
-    } else if (rc == STORE_LOST) {
+    buf_t warn = BUF_INIT;
+    int rc = schedreq_retry(s, id, time_now_ms(), &old, &warn), code = EXIT_OK;
+    print_warnings(&warn);
+    if (rc == STORE_LOST) {
         code = die(EXIT_STATE, "state: the schedule is %s: only FAILED can be retried", sched_state_name(old.state));
-    } else {
+    } else if (rc != STORE_OK) {
         code = store_exit(s, rc);
     }
     sched_rec_free(&old);
@@ -894,39 +841,7 @@ static int cmd_list(args *a, globals *g)
 static void stats_json(const store_stats *st, int by_topic)
 {
     buf_t b = BUF_INIT;
-    json_w w;
-    int64_t total = 0;
-    jw_init(&w, &b);
-    jw_obj(&w);
-    jw_key(&w, "states");
-    jw_obj(&w);
-    for (int i = 0; i < SCHED_NSTATES; i++) {
-        jw_key(&w, sched_state_name(i));
-        jw_i64(&w, st->n[i]);
-        total += st->n[i];
-    }
-    jw_obj_end(&w);
-    jw_key(&w, "total");
-    jw_i64(&w, total);
-    if (by_topic) {
-        jw_key(&w, "topics");
-        jw_arr(&w);
-        for (size_t t = 0; t < st->ntopic; t++) {
-            jw_obj(&w);
-            jw_key(&w, "topic");
-            jw_str(&w, st->topic[t].arn);
-            jw_key(&w, "states");
-            jw_obj(&w);
-            for (int i = 0; i < SCHED_NSTATES; i++) {
-                jw_key(&w, sched_state_name(i));
-                jw_i64(&w, st->topic[t].n[i]);
-            }
-            jw_obj_end(&w);
-            jw_obj_end(&w);
-        }
-        jw_arr_end(&w);
-    }
-    jw_obj_end(&w);
+    schedreq_stats_json(&b, st, by_topic);
     printf("%s\n", b.p);
     buf_free(&b);
 }
@@ -1087,132 +1002,22 @@ static int line_error(importer *im, long line, const char *msg)
     return -1;
 }
 
-/* "at": a string (RFC 3339 / epoch) or a number (epoch s or ms). */
-static int row_due(json_doc *d, int root, int64_t now, int64_t *due, const char **field, char *e, size_t el)
-{
-    int at = json_get(d, root, "at"), in = json_get(d, root, "in");
-    buf_t v = BUF_INIT;
-    int rc = -1;
-    *field = at >= 0 ? "at" : "in";
-    if (at >= 0 && in >= 0) snprintf(e, el, "at: give at or in, not both");
-    else if (at < 0 && in < 0) snprintf(e, el, "at: missing (give at or in)");
-    else {
-        int t = at >= 0 ? at : in, ty = json_type(d, t);
-        char m[160];
-        if (ty == JSON_NUM) {
-            size_t n;
-            const char *raw = json_raw(d, t, &n);
-            buf_add(&v, raw, n);
-        } else if (ty != JSON_STR || json_str(d, t, &v) < 0) {
-            snprintf(e, el, "%s: expected a string or a number", *field);
-            buf_free(&v);
-            return -1;
-        }
-        if (at >= 0) rc = time_parse_at(buf_str(&v), due, m, sizeof m);
-        else {
-            int64_t dur;
-            rc = time_parse_duration(buf_str(&v), &dur, m, sizeof m);
-            *due = now + dur;
-        }
-        if (rc < 0) snprintf(e, el, "%s: %s", *field, m);
-    }
-    buf_free(&v);
-    return rc;
-}
-
-/* A string member (required or not) into *dst. */
-static int row_str(json_doc *d, int root, const char *key, int required, buf_t *v, char *e, size_t el)
-{
-    int t = json_get(d, root, key);
-    if (t < 0) {
-        if (required) snprintf(e, el, "%s: missing", key);
-        return required ? -1 : 0;
-    }
-    if (json_type(d, t) != JSON_STR || json_str(d, t, v) < 0) {
-        snprintf(e, el, "%s: expected a string%s", key, json_type(d, t) == JSON_STR ? " (bad escape or UTF-8)" : "");
-        return -1;
-    }
-    if (memchr(buf_str(v), '\0', v->len) && strcmp(key, "payload")) {
-        snprintf(e, el, "%s: contains a NUL character", key);
-        return -1;
-    }
-    return 1;
-}
-
-static int row_attrs(json_doc *d, int root, sched_rec *r, char *e, size_t el)
-{
-    int a = json_get(d, root, "attrs");
-    buf_t k = BUF_INIT, v = BUF_INIT;
-    int rc = 0;
-    if (a < 0) return 0;
-    if (json_type(d, a) != JSON_OBJ) {
-        snprintf(e, el, "attrs: expected an object of strings");
-        return -1;
-    }
-    for (int m = json_first(d, a); m >= 0 && rc == 0; m = json_after(d, a, m)) {
-        if (json_str(d, m, &k) < 0 || json_type(d, m + 1) != JSON_STR || json_str(d, m + 1, &v) < 0 ||
-            memchr(buf_str(&k), 0, k.len) || memchr(buf_str(&v), 0, v.len)) {
-            snprintf(e, el, "attrs: values must be strings");
-            rc = -1;
-        } else {
-            sched_attr_add(r, buf_str(&k), buf_str(&v));
-        }
-    }
-    buf_free(&k);
-    buf_free(&v);
-    return rc;
-}
-
-static const char *const row_keys[] = {"id", "at", "in", "topic", "payload", "attrs"};
-
 /* Parses and validates one line into r (everything but the topic's
  * existence, which parse_line resolves). */
 static int row_parse(importer *im, const char *line, size_t len, int64_t now, sched_rec *r, char **past, char *e,
                      size_t el)
 {
     json_doc d;
-    buf_t v = BUF_INIT;
-    int rc = -1, got;
-    const char *field;
+    int rc = -1;
     sched_limits lim = {im->s->conf.grace_ms, im->s->conf.horizon_ms};
-    if (json_parse(&d, line, len) < 0) {
-        snprintf(e, el, "json: %s", d.err);
-        goto out;
-    }
-    if (json_type(&d, 0) != JSON_OBJ) {
-        snprintf(e, el, "json: expected an object");
-        goto out;
-    }
-    for (int k = json_first(&d, 0); k >= 0; k = json_after(&d, 0, k)) {
-        int known = 0;
-        for (size_t i = 0; i < sizeof row_keys / sizeof row_keys[0]; i++) known |= json_streq(&d, k, row_keys[i]);
-        if (!known) {
-            json_str(&d, k, &v);
-            char q[80];
-            sched_quote(q, sizeof q, buf_str(&v), 60);
-            snprintf(e, el, "%s: unknown field", q);
-            goto out;
-        }
-    }
-    if ((got = row_str(&d, 0, "id", 0, &v, e, el)) < 0) goto out;
-    if (got && sched_check_id(buf_str(&v), e, el) < 0) goto out;
-    if (got) r->id = xstrdup(buf_str(&v));
-    if (row_due(&d, 0, now, &r->due, &field, e, el) < 0) goto out;
-    if (sched_check_due(r->due, now, &lim, field, e, el) < 0) {
+    if (json_parse(&d, line, len) < 0) snprintf(e, el, "json: %s", d.err);
+    else if ((rc = schedreq_parse(&d, 0, &lim, now, r, e, el)) == 1) {
         /* In the past with an id: an identical existing schedule makes the
          * row "existed" (check_existing), else this is its error. */
-        if (!r->id || r->due >= now - lim.grace_ms) goto out;
         *past = xstrdup(e);
+        rc = 0;
     }
-    if (row_str(&d, 0, "topic", 1, &v, e, el) < 0) goto out;
-    r->topic = xstrdup(buf_str(&v));
-    if (row_str(&d, 0, "payload", 1, &v, e, el) < 0) goto out;
-    sched_set_payload(r, buf_str(&v), v.len);
-    if (row_attrs(&d, 0, r, e, el) < 0 || sched_check_message(r, e, el) < 0) goto out;
-    rc = 0;
-out:
     json_free(&d);
-    buf_free(&v);
     return rc;
 }
 
