@@ -22,9 +22,11 @@ HWM=8
 # own footprint (about 15 MB: libcurl, OpenSSL, libzmq) plus what it may
 # hold: sns-publish --max-held-mb plus its input pipe (hwm records) and the
 # requests in flight; sqs-drain 100 received messages waiting plus 10 per
-# poller plus its output pipe (hwm); the others hold no payloads in bulk.
+# poller plus its output pipe (hwm), each up to twice (the body received
+# and the record built from it; measured 53-64 MB for 200 KB); the others
+# hold no payloads in bulk.
 BOUND_PUBLISH=$((40 + 8 + HWM * KB / 1024 * 2))
-BOUND_DRAIN=$((40 + (100 + 20 + HWM) * KB / 1024))
+BOUND_DRAIN=$((40 + (100 + 20 + HWM) * KB / 1024 * 2))
 BOUND_OTHER=40
 
 oneTimeSetUp() {
