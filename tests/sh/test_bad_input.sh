@@ -98,7 +98,9 @@ claim_of() { # claim_of ID
 # a genuine record for sns-publish: a fast-tracked schedule as sqs-drain hands it on
 drained_of() { # drained_of ID
   D schedule --id "$1" --in 2s --topic t --payload "good $1" >/dev/null
-  timeout -s TERM 5 "$BIN/sqs-drain" --wait 1 --out - 2>/dev/null | grep -m1 "\"id\":\"$1\""
+  # --visibility 0: the queue's timeout; the record is published a while
+  # later, after the bad ones (the default 2 s would have run out)
+  timeout -s TERM 5 "$BIN/sqs-drain" --wait 1 --visibility 0 --out - 2>/dev/null | grep -m1 "\"id\":\"$1\""
 }
 
 # zmq_run TOOL INPUT_FILE OUT ERR ARGS...: the tool on @ipc, the input sent

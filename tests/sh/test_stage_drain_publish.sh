@@ -10,7 +10,9 @@
 # deleted topic goes back to ENQUEUED with last_error and ends in the
 # dead-letter queue, where `sqs-drain --queue dead` reports it; a crash
 # between commit and publish is repaired by the redelivery; SIGTERM hands
-# held messages back, and a new instance publishes them.
+# held messages back, and a new instance publishes them; a message held by a
+# SIGKILLed sns-publish is back within seconds (its short visibility), not
+# after the queue's visibility timeout.
 . "$(dirname "$0")/../lib/suite.sh"
 PFX=$(new_prefix)
 TDIR=$(mktemp -d "${TMPDIR:-/tmp}/delayer-dp.XXXXXX")
