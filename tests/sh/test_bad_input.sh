@@ -284,7 +284,7 @@ test_import_long_line_bounded() {
     head -c 104857600 /dev/zero | tr '\0' A
     printf '"}\n'
     echo '{"id":"lg-3","in":600,"topic":"t","payload":"three"}'
-    python3 -c 'import sys; sys.stdout.write("{\"id\":\"lg-esc\",\"in\":600,\"topic\":\"t\",\"payload\":\"" + "\\u0001" * int(sys.argv[1]) + "\"}\n")' "$MAX"
+    python3 -c 'import sys; sys.stdout.write("{\"id\":\"lg-esc\",\"in\":600,\"topic\":\"t\",\"payload\":\"" + "\\u0001" * int(sys.argv[1]) + "\"}\n")' "$(atmax lg-esc)"
     echo '{"id":"lg-5","in":600,"topic":"t","payload":"five"}'
   } | /usr/bin/time -f %M -o "$WORK/lg.rss" "$BIN/delayer" --prefix "$PFX" import >"$WORK/lg.out" 2>"$WORK/lg.err"
   assertEquals "import exit: one bad line ($(cat "$WORK/lg.err"))" 1 "$(sed -n 's/^Command exited with non-zero status //p' "$WORK/lg.rss")"
