@@ -22,12 +22,14 @@
 #   ddb-scan-due  DELAYER_TICK --tick, DELAYER_SHARD --shard, DELAYER_ONCE=1 --once
 #   sqs-push      DELAYER_LINGER --linger
 #   sqs-drain     DELAYER_QUEUE --queue, DELAYER_CONCURRENCY --concurrency,
-#                 DELAYER_WAIT --wait, DELAYER_HOLD --hold, DELAYER_PACE --pace
+#                 DELAYER_WAIT --wait, DELAYER_HOLD --hold, DELAYER_PACE --pace,
+#                 DELAYER_VISIBILITY --visibility
 #   sns-publish   DELAYER_QUEUE --queue, DELAYER_COMMIT_LEAD --commit-lead,
 #                 DELAYER_LINGER --linger, DELAYER_MAX_HOLD --max-hold,
 #                 DELAYER_RETRY_BACKOFF --retry-backoff, DELAYER_DELETE_FLUSH
 #                 --delete-flush, DELAYER_COMMIT_THREADS --commit-threads,
-#                 DELAYER_PUBLISH_THREADS --publish-threads
+#                 DELAYER_PUBLISH_THREADS --publish-threads, DELAYER_MAX_HELD
+#                 --max-held, DELAYER_MAX_HELD_MB --max-held-mb
 #   state-update  DELAYER_FLUSH --flush
 # CURVE keys as text (for secrets injected as environment variables: ECS
 # task definition "secrets", Kubernetes secretKeyRef). Each is written to a
@@ -76,8 +78,8 @@ nargs=$#
 case $tool in
     ddb-scan-due) opts="DELAYER_OUT:--out DELAYER_TICK:--tick DELAYER_SHARD:--shard DELAYER_ONCE:--once?" ;;
     sqs-push) opts="DELAYER_IN:--in DELAYER_OUT:--out DELAYER_LINGER:--linger" ;;
-    sqs-drain) opts="DELAYER_OUT:--out DELAYER_QUEUE:--queue DELAYER_CONCURRENCY:--concurrency DELAYER_WAIT:--wait DELAYER_HOLD:--hold DELAYER_PACE:--pace" ;;
-    sns-publish) opts="DELAYER_IN:--in DELAYER_OUT:--out DELAYER_QUEUE:--queue DELAYER_COMMIT_LEAD:--commit-lead DELAYER_LINGER:--linger DELAYER_MAX_HOLD:--max-hold DELAYER_RETRY_BACKOFF:--retry-backoff DELAYER_DELETE_FLUSH:--delete-flush DELAYER_COMMIT_THREADS:--commit-threads DELAYER_PUBLISH_THREADS:--publish-threads" ;;
+    sqs-drain) opts="DELAYER_OUT:--out DELAYER_QUEUE:--queue DELAYER_CONCURRENCY:--concurrency DELAYER_WAIT:--wait DELAYER_HOLD:--hold DELAYER_PACE:--pace DELAYER_VISIBILITY:--visibility" ;;
+    sns-publish) opts="DELAYER_IN:--in DELAYER_OUT:--out DELAYER_QUEUE:--queue DELAYER_COMMIT_LEAD:--commit-lead DELAYER_LINGER:--linger DELAYER_MAX_HOLD:--max-hold DELAYER_RETRY_BACKOFF:--retry-backoff DELAYER_DELETE_FLUSH:--delete-flush DELAYER_COMMIT_THREADS:--commit-threads DELAYER_PUBLISH_THREADS:--publish-threads DELAYER_MAX_HELD:--max-held DELAYER_MAX_HELD_MB:--max-held-mb" ;;
     state-update) opts="DELAYER_IN:--in DELAYER_OUT:--out DELAYER_FLUSH:--flush" ;;
     delayer | delayer-keygen) opts="" ;;
     *) echo "delayer-entrypoint: unknown tool \"$tool\"" >&2; usage ;;
