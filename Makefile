@@ -59,8 +59,13 @@ setup:
 	@scripts/setup
 
 # Every test: C unit tests and shunit2 suites; ends with "N passed, N failed".
+# test_backpressure (about 3 minutes: 600 messages of 200 KB through a slowed
+# DynamoDB) runs in `make soak` and alone (TESTS=test_backpressure tests/run),
+# not here: with it, `.ci/run` (make test + make sanitize) reached its
+# 40-minute budget on this 2-core machine.
+TEST_EXCLUDE ?= backpressure
 test: setup all
-	@tests/run
+	@TESTS_EXCLUDE="$(TEST_EXCLUDE)" tests/run
 
 check: test
 
