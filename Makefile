@@ -76,7 +76,7 @@ check: test
 # run in `make test`. The end-to-end pipeline spreads 1,020 schedules over
 # 20 s instead of 60 s here, to keep CI under 30 minutes. The backpressure
 # suite measures resident memory, which ASan's shadow memory inflates.
-SAN_EXCLUDE := chaos faults deploy main_job valgrind fuzz_smoke local_aws docs supervise backpressure
+SAN_EXCLUDE := chaos faults deploy main_job valgrind fuzz_smoke local_aws docs supervise backpressure pipeline
 sanitize: setup
 	$(MAKE) SAN=1 BUILD=build-san BIN=build-san/bin OPT=-O1 all
 	@DELAYER_BIN=build-san/bin DELAYER_UNIT=build-san/tests PIPELINE_SPREAD=15 \
